@@ -6,7 +6,7 @@ PKGS="build-essential autoconf automake libtool pkg-config git curl ca-certifica
 libmicrohttpd-dev libjansson-dev libuv1-dev libopenblas-dev check"
 # extra packages for the test suite (integration and deployment tests)
 if [ "${1:-}" = "--test" ]; then
-    PKGS="$PKGS nodejs npm nginx-light systemd clang libclang-rt-14-dev valgrind wrk"
+    PKGS="$PKGS nodejs npm nginx-light systemd clang libclang-rt-14-dev valgrind wrk strace jq"
 fi
 missing=""
 for p in $PKGS; do
