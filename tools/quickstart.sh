@@ -5,8 +5,11 @@ set -eu
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/build.sh
-if [ ! -x ./hybridmoe-server ]; then
-    echo "quickstart: built; the server (hybridmoe-server) is not part of this version yet"
-    exit 0
+# the trained model when the source tree has one, else the generated tiny model
+if [ -f models/default.gguf ]; then
+    MODEL=models/default.gguf
+else
+    MODEL=models/tiny.gguf
 fi
-exec ./hybridmoe-server --host 127.0.0.1 --port "${PORT:-8080}" "$@"
+echo "quickstart: starting hybridmoe-server on http://127.0.0.1:${PORT:-8080} with $MODEL"
+exec ./hybridmoe-server --model "$MODEL" --host 127.0.0.1 --port "${PORT:-8080}" "$@"

@@ -41,8 +41,10 @@ hm_skip() { echo "SKIP: $*"; exit 77; }
 hm_track() { HM_PIDS="$HM_PIDS $1"; }
 
 # Prints a TCP port on 127.0.0.1 that nobody listens on, from a range that depends on $$.
+# The range 20000-31999 stays below Linux's ephemeral ports (32768-60999), so an outgoing
+# connection of another test cannot be holding the port we pick.
 hm_free_port() {
-    local p=$((20000 + ($$ * 7 + ${1:-0} * 101) % 30000)) i
+    local p=$((20000 + ($$ * 7 + ${1:-0} * 101) % 11800)) i
     for i in $(seq 1 200); do
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"

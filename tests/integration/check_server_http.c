@@ -1,0 +1,1272 @@
+/*
+ * check_server_http.c - integration tests: start the real hybridmoe-server on
+ * 127.0.0.1 (port 0: the server picks a free port and logs it) with the tiny model and
+ * talk HTTP/1.1 to it over plain sockets, so status lines, headers and SSE framing can
+ * be checked byte by byte.
+ *
+ * Each TCase starts its own server in an unchecked fixture (the server runs in the
+ * parent; tests run in forked children) and kills it in the teardown; the child is
+ * also bound to the test's life with PR_SET_PDEATHSIG, so a crashed runner leaves no
+ * server behind. Every test has a Check timeout.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- the server under test ------------------------------------------------------- */
+
+static pid_t srv_pid;
+static unsigned srv_port;
+static char srv_log[256];
+
+static const char *builddir(void)
+{
+    const char *b = getenv("HM_BUILDDIR");
+    return b && *b ? b : HM_BUILDDIR;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* Starts the server with extra flags (NULL-terminated); waits for "ready". */
+static void server_start(const char *first, ...)
+{
+    char bin[512], model[512];
+    const char *argv[64];
+    int argc = 0, fd;
+    va_list ap;
+
+    snprintf(bin, sizeof(bin), "%s/hybridmoe-server", builddir());
+    snprintf(model, sizeof(model), "%s/models/tiny.gguf", builddir());
+    snprintf(srv_log, sizeof(srv_log), "/tmp/hm-check-server-%d.log", (int)getpid());
+    argv[argc++] = bin;
+    argv[argc++] = "--model";
+    argv[argc++] = model;
+    argv[argc++] = "--host";
+    argv[argc++] = "127.0.0.1";
+    argv[argc++] = "--port";
+    argv[argc++] = "0";
+    argv[argc++] = "--threads";
+    argv[argc++] = "1";
+    argv[argc++] = "--log_level";
+    argv[argc++] = "debug";
+    va_start(ap, first);
+    for (const char *a = first; a && argc < 62; a = va_arg(ap, const char *))
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+
+    fd = open(srv_log, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    ck_assert_int_ge(fd, 0);
+    srv_pid = fork();
+    ck_assert_int_ge(srv_pid, 0);
+    if (srv_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd);
+    srv_port = 0;
+    for (int i = 0; i < 300 && !srv_port; i++) {
+        char line[1024];
+        FILE *f = fopen(srv_log, "r");
+        while (f && fgets(line, sizeof(line), f)) {
+            char *p = strstr(line, "ready: listening on http://127.0.0.1:");
+            if (p)
+                srv_port = (unsigned)strtoul(p + strlen("ready: listening on http://127.0.0.1:"),
+                                             NULL, 10);
+        }
+        if (f)
+            fclose(f);
+        if (!srv_port)
+            sleep_ms(20);
+    }
+    if (!srv_port) {
+        kill(srv_pid, SIGKILL);
+        waitpid(srv_pid, NULL, 0);
+        ck_abort_msg("server did not become ready (log: %s)", srv_log);
+    }
+}
+
+static int server_stop(void)
+{
+    int st = 0;
+
+    if (srv_pid <= 0)
+        return -1;
+    kill(srv_pid, SIGKILL);
+    waitpid(srv_pid, &st, 0);
+    srv_pid = 0;
+    unlink(srv_log);
+    return st;
+}
+
+static void setup_default(void)
+{
+    server_start("--body_limit", "4096", "--max_n", "4", "--keepalive_interval", "1",
+                 "--debug_step_delay_ms", "4", NULL);
+}
+
+static void setup_auth(void)
+{
+    server_start("--api_key", "sekrit", NULL);
+}
+
+static void setup_small(void)
+{
+    server_start("--max_running", "1", "--queue_size", "1", "--keepalive_interval", "1",
+                 "--debug_step_delay_ms", "20", NULL);
+}
+
+static void teardown(void)
+{
+    server_stop();
+}
+
+/* ---- a tiny HTTP/1.1 client ------------------------------------------------------- */
+
+struct resp {
+    int status;
+    char *head;   /* status line + headers */
+    char *body;   /* de-chunked */
+    size_t body_len;
+};
+
+static void resp_free(struct resp *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+static int connect_port(unsigned port)
+{
+    struct sockaddr_in a = { 0 };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Sends a request; extra_headers are "Name: value\r\n" lines or NULL. Returns the fd. */
+static int send_request(const char *method, const char *path, const char *extra_headers,
+                        const char *body)
+{
+    char head[2048];
+    int fd = connect_port(srv_port);
+
+    ck_assert_msg(fd >= 0, "connect: %s", strerror(errno));
+    snprintf(head, sizeof(head),
+             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s\r\n", method,
+             path, extra_headers ? extra_headers : "",
+             body ? "Content-Type: application/json\r\n" : "", "");
+    if (body) {
+        char cl[64];
+        snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n\r\n", strlen(body));
+        head[strlen(head) - 2] = '\0';
+        send_all(fd, head, strlen(head));
+        send_all(fd, cl, strlen(cl));
+        send_all(fd, body, strlen(body));
+    } else {
+        send_all(fd, head, strlen(head));
+    }
+    return fd;
+}
+
+static char *read_all(int fd, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+
+    for (;;) {
+        ssize_t r;
+        if (n + 1024 > cap)
+            buf = realloc(buf, cap *= 2);
+        r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static void parse_response(char *raw, size_t len, struct resp *out)
+{
+    char *sep = strstr(raw, "\r\n\r\n");
+
+    memset(out, 0, sizeof(*out));
+    ck_assert_msg(sep != NULL, "no header end in response: %.200s", raw);
+    out->head = strndup(raw, (size_t)(sep - raw + 2));
+    out->status = atoi(raw + 9);
+    sep += 4;
+    if (strcasestr(out->head, "Transfer-Encoding: chunked")) {
+        char *p = sep, *end = raw + len;
+        out->body = malloc(len + 1);
+        out->body_len = 0;
+        while (p < end) {
+            char *e;
+            unsigned long n = strtoul(p, &e, 16);
+            ck_assert_msg(e[0] == '\r' && e[1] == '\n', "bad chunk header");
+            p = e + 2;
+            if (n == 0)
+                break;
+            ck_assert_msg(p + n + 2 <= end, "truncated chunk");
+            memcpy(out->body + out->body_len, p, n);
+            out->body_len += n;
+            p += n;
+            ck_assert_msg(p[0] == '\r' && p[1] == '\n', "chunk not followed by CRLF");
+            p += 2;
+        }
+        out->body[out->body_len] = '\0';
+    } else {
+        out->body_len = (size_t)(raw + len - sep);
+        out->body = strndup(sep, out->body_len);
+    }
+}
+
+static void http(const char *method, const char *path, const char *headers, const char *body,
+                 struct resp *out)
+{
+    int fd = send_request(method, path, headers, body);
+    size_t len;
+    char *raw = read_all(fd, &len);
+
+    close(fd);
+    parse_response(raw, len, out);
+    free(raw);
+}
+
+static json_t *http_json(const char *path, const char *body, int want_status)
+{
+    struct resp r;
+    json_error_t je;
+    json_t *j;
+
+    http(body ? "POST" : "GET", path, NULL, body, &r);
+    ck_assert_msg(r.status == want_status, "%s: status %d, want %d: %s", path, r.status,
+                  want_status, r.body);
+    j = json_loads(r.body, 0, &je);
+    ck_assert_msg(j != NULL, "%s: body is not JSON (%s): %s", path, je.text, r.body);
+    resp_free(&r);
+    return j;
+}
+
+static const char *header(const struct resp *r, const char *name)
+{
+    static char val[256];
+    char pat[128];
+    const char *p;
+
+    snprintf(pat, sizeof(pat), "\r\n%s:", name);
+    p = strcasestr(r->head, pat);
+    if (!p)
+        return NULL;
+    p += strlen(pat);
+    while (*p == ' ')
+        p++;
+    snprintf(val, sizeof(val), "%.*s", (int)strcspn(p, "\r\n"), p);
+    return val;
+}
+
+static double metric(const char *name)
+{
+    struct resp r;
+    char pat[160];
+    const char *p;
+    double v = -1;
+
+    http("GET", "/metrics", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    snprintf(pat, sizeof(pat), "\n%s ", name);
+    p = strstr(r.body, pat);
+    if (p)
+        v = strtod(p + strlen(pat), NULL);
+    resp_free(&r);
+    return v;
+}
+
+/* Splits an SSE body into events; checks the framing exactly: every event is
+ * "data: <payload>\n\n" or a comment ": ...\n\n", the last is "data: [DONE]\n\n".
+ * Returns the JSON payloads (owned array). */
+static json_t *sse_events(const char *body)
+{
+    json_t *arr = json_array();
+    const char *p = body;
+    bool done = false;
+
+    while (*p) {
+        const char *end = strstr(p, "\n\n");
+        ck_assert_msg(end != NULL, "unterminated SSE event: %s", p);
+        ck_assert_msg(!done, "data after [DONE]");
+        if (p[0] == ':') {
+            p = end + 2;
+            continue;
+        }
+        ck_assert_msg(!strncmp(p, "data: ", 6), "event does not start with 'data: ': %.40s", p);
+        ck_assert_msg(memchr(p, '\n', (size_t)(end - p)) == NULL, "multi-line event");
+        if (!strncmp(p + 6, "[DONE]", 6) && p + 12 == end) {
+            done = true;
+        } else {
+            json_error_t je;
+            json_t *j = json_loadb(p + 6, (size_t)(end - p - 6), 0, &je);
+            ck_assert_msg(j != NULL, "SSE payload not JSON: %s", je.text);
+            json_array_append_new(arr, j);
+        }
+        p = end + 2;
+    }
+    ck_assert_msg(done, "stream did not end with data: [DONE]");
+    return arr;
+}
+
+static const char *jstr(json_t *j, const char *path)
+{
+    json_t *v = json_object_get(j, path);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static json_t *choice0(json_t *j)
+{
+    return json_array_get(json_object_get(j, "choices"), 0);
+}
+
+/* ---- core: endpoints ---------------------------------------------------------------- */
+
+START_TEST(health_models)
+{
+    json_t *j = http_json("/health", NULL, 200);
+    ck_assert_str_eq(jstr(j, "status"), "ok");
+    json_decref(j);
+    j = http_json("/v1/models", NULL, 200);
+    ck_assert_str_eq(jstr(j, "object"), "list");
+    json_t *m = json_array_get(json_object_get(j, "data"), 0);
+    ck_assert_str_eq(jstr(m, "id"), "tiny");
+    ck_assert_str_eq(jstr(m, "object"), "model");
+    json_decref(j);
+    j = http_json("/v1/models/tiny", NULL, 200);
+    ck_assert_str_eq(jstr(j, "id"), "tiny");
+    json_decref(j);
+    j = http_json("/v1/models/nope", NULL, 404);
+    ck_assert_str_eq(jstr(json_object_get(j, "error"), "code"), "model_not_found");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(completion_shape_and_usage)
+{
+    json_t *j = http_json("/v1/completions",
+                          "{\"model\":\"tiny\",\"prompt\":\"Hello world\",\"max_tokens\":8,"
+                          "\"temperature\":0}", 200);
+    json_t *c = choice0(j), *u = json_object_get(j, "usage"), *h, *t;
+
+    ck_assert_str_eq(jstr(j, "object"), "text_completion");
+    ck_assert_ptr_nonnull(strstr(jstr(j, "id"), "cmpl-"));
+    ck_assert(json_is_integer(json_object_get(j, "created")));
+    ck_assert_str_eq(jstr(j, "model"), "tiny");
+    ck_assert_int_eq(json_integer_value(json_object_get(c, "index")), 0);
+    ck_assert(json_is_string(json_object_get(c, "text")));
+    ck_assert(json_is_null(json_object_get(c, "logprobs")));
+    ck_assert(!strcmp(jstr(c, "finish_reason"), "length") || !strcmp(jstr(c, "finish_reason"), "stop"));
+    /* usage: prompt tokens as /tokenize counts them (BOS included per the model) */
+    t = http_json("/tokenize", "{\"content\":\"Hello world\"}", 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(u, "prompt_tokens")),
+                     json_integer_value(json_object_get(t, "count")));
+    json_decref(t);
+    if (!strcmp(jstr(c, "finish_reason"), "length"))
+        ck_assert_int_eq(json_integer_value(json_object_get(u, "completion_tokens")), 8);
+    ck_assert_int_eq(json_integer_value(json_object_get(u, "total_tokens")),
+                     json_integer_value(json_object_get(u, "prompt_tokens")) +
+                         json_integer_value(json_object_get(u, "completion_tokens")));
+    h = json_object_get(u, "hybridmoe");
+    ck_assert(json_is_real(json_object_get(h, "complexity")));
+    ck_assert_int_ge(json_integer_value(json_object_get(h, "window")), 1);
+    ck_assert(json_real_value(json_object_get(h, "mean_experts_per_token")) >= 1.0);
+    ck_assert(json_real_value(json_object_get(h, "mean_experts_per_token")) <= 2.0);
+    ck_assert_int_gt(json_integer_value(json_object_get(h, "kv_bytes")), 0);
+    ck_assert_int_gt(json_integer_value(json_object_get(h, "kv_bytes_baseline")), 0);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(chat_shape)
+{
+    json_t *j = http_json("/v1/chat/completions",
+                          "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                          "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\"}]}],"
+                          "\"max_completion_tokens\":5,\"temperature\":0}", 200);
+    json_t *c = choice0(j), *m = json_object_get(c, "message");
+
+    ck_assert_str_eq(jstr(j, "object"), "chat.completion");
+    ck_assert_ptr_nonnull(strstr(jstr(j, "id"), "chatcmpl-"));
+    ck_assert_str_eq(jstr(m, "role"), "assistant");
+    ck_assert(json_is_string(json_object_get(m, "content")));
+    ck_assert_int_le(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                        "completion_tokens")), 5);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(tokenize_detokenize)
+{
+    json_t *j = http_json("/tokenize", "{\"content\":\"abc d\",\"add_special\":false}", 200);
+    json_t *toks = json_object_get(j, "tokens");
+    char *body = NULL, *arr = json_dumps(toks, JSON_COMPACT);
+    ck_assert_int_gt(json_array_size(toks), 0);
+    ck_assert_int_gt(asprintf(&body, "{\"tokens\":%s}", arr), 0);
+    json_decref(j);
+    j = http_json("/detokenize", body, 200);
+    ck_assert_str_eq(jstr(j, "content"), "abc d");
+    json_decref(j);
+    free(body);
+    free(arr);
+}
+END_TEST
+
+START_TEST(metrics_names)
+{
+    struct resp r;
+    static const char *const names[] = {
+        "hybridmoe_running_sequences ", "hybridmoe_waiting_sequences ", "hybridmoe_kv_bytes_used ",
+        "hybridmoe_kv_bytes_budget ", "hybridmoe_requests_total{status=",
+        "hybridmoe_prompt_tokens_total ", "hybridmoe_generated_tokens_total ",
+        "hybridmoe_time_to_first_token_seconds_bucket", "hybridmoe_inter_token_latency_seconds_bucket",
+        "hybridmoe_request_latency_seconds_bucket", "hybridmoe_queue_time_seconds_bucket",
+        "hybridmoe_step_duration_seconds_bucket", "hybridmoe_step_batch_size_bucket",
+        "hybridmoe_experts_per_token_bucket", "hybridmoe_window_tokens_bucket",
+        "hybridmoe_complexity_bucket",
+    };
+    json_decref(http_json("/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":3}", 200));
+    http("GET", "/metrics", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(header(&r, "Content-Type"), "text/plain"));
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        ck_assert_msg(strstr(r.body, names[i]) != NULL, "metric %s missing", names[i]);
+    resp_free(&r);
+    ck_assert(metric("hybridmoe_generated_tokens_total") >= 1);
+    ck_assert(metric("hybridmoe_running_sequences") == 0);
+}
+END_TEST
+
+/* ---- streaming ----------------------------------------------------------------------- */
+
+START_TEST(stream_chat_framing)
+{
+    struct resp r;
+    json_t *ev, *j;
+    size_t n, i;
+    char *text_stream = NULL;
+    size_t tlen = 0;
+
+    http("POST", "/v1/chat/completions", NULL,
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":6,"
+         "\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}", &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(header(&r, "Content-Type"), "text/event-stream");
+    ck_assert_str_eq(header(&r, "Cache-Control"), "no-cache");
+    ck_assert_ptr_nonnull(strcasestr(r.head, "Transfer-Encoding: chunked"));
+    ev = sse_events(r.body);
+    n = json_array_size(ev);
+    ck_assert_int_ge(n, 3);
+    /* first: role chunk */
+    j = json_array_get(ev, 0);
+    ck_assert_str_eq(jstr(j, "object"), "chat.completion.chunk");
+    ck_assert_str_eq(jstr(json_object_get(choice0(j), "delta"), "role"), "assistant");
+    /* middle: content deltas, no finish_reason */
+    for (i = 1; i + 2 < n; i++) {
+        json_t *c = choice0(json_array_get(ev, i));
+        const char *t = jstr(json_object_get(c, "delta"), "content");
+        ck_assert(json_is_null(json_object_get(c, "finish_reason")));
+        ck_assert_ptr_nonnull(t);
+        text_stream = realloc(text_stream, tlen + strlen(t) + 1);
+        memcpy(text_stream + tlen, t, strlen(t) + 1);
+        tlen += strlen(t);
+    }
+    /* final chunk: empty delta and finish_reason */
+    j = json_array_get(ev, n - 2);
+    ck_assert_int_eq(json_object_size(json_object_get(choice0(j), "delta")), 0);
+    ck_assert(jstr(choice0(j), "finish_reason") != NULL);
+    /* usage chunk: choices [] */
+    j = json_array_get(ev, n - 1);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "choices")), 0);
+    ck_assert(json_is_integer(json_object_get(json_object_get(j, "usage"), "total_tokens")));
+    json_decref(ev);
+    resp_free(&r);
+    /* the same request without streaming gives the same text */
+    j = http_json("/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":6,"
+                  "\"temperature\":0}", 200);
+    ck_assert_str_eq(jstr(json_object_get(choice0(j), "message"), "content"),
+                     text_stream ? text_stream : "");
+    json_decref(j);
+    free(text_stream);
+}
+END_TEST
+
+START_TEST(stream_completion_utf8_holdback)
+{
+    /* bias towards the two bytes of "é" (C3 A9): the model emits them in some order;
+     * every event must be valid JSON (valid UTF-8) and the streamed text must equal the
+     * non-streamed one */
+#define UTF8_REQ(extra) "{\"prompt\":\"x\",\"max_tokens\":24,\"temperature\":0," \
+                         "\"logit_bias\":{\"195\":100,\"169\":100}" extra "}"
+    char body[512];
+    struct resp r;
+    json_t *ev, *j;
+    char text[4096] = "";
+
+    snprintf(body, sizeof(body), "%s", UTF8_REQ(",\"stream\":true"));
+    http("POST", "/v1/completions", NULL, body, &r);
+    ck_assert_int_eq(r.status, 200);
+    ev = sse_events(r.body);
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *c = choice0(json_array_get(ev, i));
+        ck_assert_str_eq(jstr(json_array_get(ev, i), "object"), "text_completion");
+        if (jstr(c, "text"))
+            strncat(text, jstr(c, "text"), sizeof(text) - strlen(text) - 1);
+    }
+    json_decref(ev);
+    resp_free(&r);
+    snprintf(body, sizeof(body), "%s", UTF8_REQ(""));
+    j = http_json("/v1/completions", body, 200);
+    ck_assert_str_eq(jstr(choice0(j), "text"), text);
+    json_decref(j);
+}
+END_TEST
+
+/* Byte-exact check of a whole completions stream. */
+START_TEST(stream_bytes_exact)
+{
+    struct resp r;
+    json_t *j = http_json("/v1/completions",
+                          "{\"prompt\":\"hello\",\"max_tokens\":4,\"temperature\":0,"
+                          "\"logit_bias\":{\"97\":100,\"98\":100}}", 200);
+    char expect[8192];
+    const char *id;
+    size_t off = 0;
+    const char *full = jstr(choice0(j), "text");
+
+    ck_assert_int_eq(strlen(full), 4); /* four one-byte tokens */
+    http("POST", "/v1/completions", NULL,
+         "{\"prompt\":\"hello\",\"max_tokens\":4,\"temperature\":0,\"stream\":true,"
+         "\"logit_bias\":{\"97\":100,\"98\":100}}", &r);
+    ck_assert_int_eq(r.status, 200);
+    /* rebuild the exact expected bytes from the id and created of the first event */
+    json_t *first = json_loadb(r.body + 6, strcspn(r.body + 6, "\n"), 0, NULL);
+    ck_assert_ptr_nonnull(first);
+    id = jstr(first, "id");
+    long long created = json_integer_value(json_object_get(first, "created"));
+    for (int i = 0; i < 4; i++)
+        off += (size_t)snprintf(expect + off, sizeof(expect) - off,
+                                "data: {\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,"
+                                "\"model\":\"tiny\",\"system_fingerprint\":\"hybridmoe\",\"choices\":"
+                                "[{\"index\":0,\"text\":\"%c\",\"logprobs\":null,\"finish_reason\":null}]}"
+                                "\n\n", id, created, full[i]);
+    off += (size_t)snprintf(expect + off, sizeof(expect) - off,
+                            "data: {\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,"
+                            "\"model\":\"tiny\",\"system_fingerprint\":\"hybridmoe\",\"choices\":"
+                            "[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\"}]}"
+                            "\n\ndata: [DONE]\n\n", id, created);
+    ck_assert_str_eq(r.body, expect);
+    json_decref(first);
+    json_decref(j);
+    resp_free(&r);
+}
+END_TEST
+
+/* ---- parameters -------------------------------------------------------------------- */
+
+START_TEST(stop_across_tokens)
+{
+    /* output restricted to one-byte tokens a/b/c; the stop string spans tokens 1 and 2 */
+    const char *base = "{\"prompt\":\"hello\",\"max_tokens\":20,\"temperature\":0,"
+                       "\"logit_bias\":{\"97\":100,\"98\":100,\"99\":100}";
+    char body[512], stop[3];
+    json_t *j;
+    const char *full, *hit;
+    char want[64];
+
+    snprintf(body, sizeof(body), "%s}", base);
+    j = http_json("/v1/completions", body, 200);
+    full = jstr(choice0(j), "text");
+    ck_assert_int_eq(strlen(full), 20);
+    memcpy(stop, full + 1, 2);
+    stop[2] = '\0';
+    hit = strstr(full, stop);
+    snprintf(want, sizeof(want), "%.*s", (int)(hit - full), full);
+    json_decref(j);
+
+    for (int stream = 0; stream < 2; stream++) {
+        snprintf(body, sizeof(body), "%s,\"stop\":[\"zzz\",\"%s\"]%s}", base, stop,
+                 stream ? ",\"stream\":true" : "");
+        if (!stream) {
+            j = http_json("/v1/completions", body, 200);
+            ck_assert_str_eq(jstr(choice0(j), "text"), want);
+            ck_assert_str_eq(jstr(choice0(j), "finish_reason"), "stop");
+            json_decref(j);
+        } else {
+            struct resp r;
+            char got[64] = "";
+            const char *fin = NULL;
+            http("POST", "/v1/completions", NULL, body, &r);
+            json_t *ev = sse_events(r.body);
+            for (size_t i = 0; i < json_array_size(ev); i++) {
+                json_t *c = choice0(json_array_get(ev, i));
+                strncat(got, jstr(c, "text"), sizeof(got) - strlen(got) - 1);
+                if (jstr(c, "finish_reason"))
+                    fin = jstr(c, "finish_reason");
+            }
+            ck_assert_str_eq(got, want);
+            ck_assert_str_eq(fin, "stop");
+            json_decref(ev);
+            resp_free(&r);
+        }
+    }
+}
+END_TEST
+
+START_TEST(n_and_logprobs)
+{
+    json_t *j = http_json("/v1/completions",
+                          "{\"prompt\":[\"ab\",[97,98,99]],\"n\":2,\"max_tokens\":3,"
+                          "\"temperature\":0.8,\"seed\":7,\"logprobs\":3}", 200);
+    json_t *ch = json_object_get(j, "choices");
+    ck_assert_int_eq(json_array_size(ch), 4);
+    for (size_t i = 0; i < 4; i++) {
+        json_t *c = json_array_get(ch, i), *lp = json_object_get(c, "logprobs");
+        ck_assert_int_eq(json_integer_value(json_object_get(c, "index")), (json_int_t)i);
+        ck_assert(json_is_object(lp));
+        size_t nt = json_array_size(json_object_get(lp, "tokens"));
+        ck_assert_int_eq(nt, json_array_size(json_object_get(lp, "token_logprobs")));
+        ck_assert_int_eq(nt, json_array_size(json_object_get(lp, "top_logprobs")));
+        ck_assert_int_eq(nt, json_array_size(json_object_get(lp, "text_offset")));
+        for (size_t k = 0; k < nt; k++) {
+            ck_assert(json_real_value(json_array_get(json_object_get(lp, "token_logprobs"), k)) <= 0);
+            ck_assert_int_le(json_object_size(json_array_get(json_object_get(lp, "top_logprobs"), k)), 3);
+        }
+    }
+    /* seeded sampling is reproducible */
+    json_t *j2 = http_json("/v1/completions",
+                           "{\"prompt\":[\"ab\",[97,98,99]],\"n\":2,\"max_tokens\":3,"
+                           "\"temperature\":0.8,\"seed\":7,\"logprobs\":3}", 200);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_str_eq(jstr(json_array_get(ch, i), "text"),
+                         jstr(json_array_get(json_object_get(j2, "choices"), i), "text"));
+    json_decref(j2);
+    json_decref(j);
+
+    j = http_json("/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,"
+                  "\"logprobs\":true,\"top_logprobs\":2,\"temperature\":0}", 200);
+    json_t *content = json_object_get(json_object_get(choice0(j), "logprobs"), "content");
+    ck_assert_int_ge(json_array_size(content), 1);
+    json_t *e0 = json_array_get(content, 0);
+    ck_assert(json_is_string(json_object_get(e0, "token")));
+    ck_assert(json_is_real(json_object_get(e0, "logprob")));
+    ck_assert(json_is_array(json_object_get(e0, "bytes")));
+    ck_assert_int_eq(json_array_size(json_object_get(e0, "top_logprobs")), 2);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(sampling_params_accepted)
+{
+    json_t *j = http_json("/v1/completions",
+                          "{\"prompt\":\"abc\",\"max_tokens\":4,\"temperature\":1.2,\"top_p\":0.9,"
+                          "\"top_k\":40,\"min_p\":0.05,\"presence_penalty\":0.5,"
+                          "\"frequency_penalty\":0.5,\"repetition_penalty\":1.1,\"seed\":1,"
+                          "\"user\":\"u1\",\"unknown_field\":{\"x\":[1]},\"timeout_s\":30,"
+                          "\"hybridmoe\":{\"complexity\":0.9,\"window\":16,\"max_experts\":1,"
+                          "\"router_threshold\":1.0}}", 200);
+    json_t *h = json_object_get(json_object_get(j, "usage"), "hybridmoe");
+    ck_assert_int_eq(json_integer_value(json_object_get(h, "window")), 16);
+    ck_assert(json_real_value(json_object_get(h, "complexity")) > 0.89);
+    ck_assert(json_real_value(json_object_get(h, "complexity")) < 0.91);
+    ck_assert(json_real_value(json_object_get(h, "mean_experts_per_token")) == 1.0);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(request_timeout)
+{
+    struct resp r;
+    json_t *j, *ev, *last;
+
+    /* 250 steps of >= 4 ms cannot finish in 0.2 s */
+    j = http_json("/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":250,\"timeout_s\":0.2}",
+                  504);
+    ck_assert_str_eq(jstr(json_object_get(j, "error"), "code"), "timeout");
+    json_decref(j);
+    http("POST", "/v1/completions", NULL,
+         "{\"prompt\":\"a\",\"max_tokens\":250,\"timeout_s\":0.2,\"stream\":true}", &r);
+    ck_assert_int_eq(r.status, 200);
+    ev = sse_events(r.body); /* ends with [DONE] */
+    last = json_array_get(ev, json_array_size(ev) - 1);
+    ck_assert_str_eq(jstr(json_object_get(last, "error"), "code"), "timeout");
+    json_decref(ev);
+    resp_free(&r);
+    ck_assert(metric("hybridmoe_running_sequences") == 0);
+}
+END_TEST
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+struct bad_case {
+    const char *method, *path, *ctype, *body;
+    int status;
+    const char *param;  /* NULL: param must be null; "-" = do not check */
+};
+
+static const struct bad_case bad_cases[] = {
+    { "POST", "/v1/completions", "application/json", "{", 400, NULL },
+    { "POST", "/v1/completions", "application/json", "[1]", 400, NULL },
+    { "POST", "/v1/completions", "application/json", "{\"max_tokens\":4}", 400, "prompt" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"\"}", 400, "prompt" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":{}}", 400, "prompt" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":[99999]}", 400, "prompt" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"temperature\":2.5}", 400, "temperature" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"temperature\":\"hot\"}", 400, "temperature" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"temperature\":1e400}", 400, NULL },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"top_p\":0}", 400, "top_p" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"n\":5}", 400, "n" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"n\":1.5}", 400, "n" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"logprobs\":21}", 400, "logprobs" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"max_tokens\":100000}", 400, "max_tokens" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"max_tokens\":256}", 400, "max_tokens" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"stop\":7}", 400, "stop" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"logit_bias\":{\"1\":101}}", 400, "logit_bias" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"stream\":1}", 400, "stream" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"stream_options\":{\"include_usage\":\"y\"}}", 400, "stream_options.include_usage" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"hybridmoe\":{\"complexity\":1.5}}", 400, "hybridmoe.complexity" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"hybridmoe\":{\"window\":0}}", 400, "hybridmoe.window" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"hybridmoe\":{\"max_experts\":3}}", 400, "hybridmoe.max_experts" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"hybridmoe\":{\"router_threshold\":-0.1}}", 400, "hybridmoe.router_threshold" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"hybridmoe\":[1]}", 400, "hybridmoe" },
+    { "POST", "/v1/completions", "application/json", "{\"prompt\":\"a\",\"model\":\"gpt-4\"}", 404, "model" },
+    { "POST", "/v1/chat/completions", "application/json", "{\"messages\":[]}", 400, "messages" },
+    { "POST", "/v1/chat/completions", "application/json", "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", 400, "messages" },
+    { "POST", "/v1/chat/completions", "application/json", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400, "top_logprobs" },
+    { "POST", "/v1/chat/completions", "application/json", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":3}", 400, "logprobs" },
+    { "POST", "/v1/completions", "text/plain", "{\"prompt\":\"a\"}", 415, NULL },
+    { "GET", "/v1/completions", NULL, NULL, 405, NULL },
+    { "POST", "/health", "application/json", "{}", 405, NULL },
+    { "GET", "/v2/nothing", NULL, NULL, 404, NULL },
+    { "POST", "/tokenize", "application/json", "{\"content\":5}", 400, "content" },
+    { "POST", "/detokenize", "application/json", "{\"tokens\":[-1]}", 400, "tokens" },
+};
+
+START_TEST(bad_inputs)
+{
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        const struct bad_case *bc = &bad_cases[i];
+        char hdr[128] = "";
+        struct resp r;
+        int fd;
+        size_t len;
+        char *raw;
+        json_t *j, *e;
+
+        if (bc->ctype && strcmp(bc->ctype, "application/json"))
+            snprintf(hdr, sizeof(hdr), "Content-Type: %s\r\nContent-Length: %zu\r\n", bc->ctype,
+                     strlen(bc->body));
+        if (hdr[0]) {
+            char req[1024];
+            fd = connect_port(srv_port);
+            ck_assert_int_ge(fd, 0);
+            snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n%s",
+                     bc->method, bc->path, hdr, bc->body);
+            send_all(fd, req, strlen(req));
+        } else {
+            fd = send_request(bc->method, bc->path, NULL, bc->body);
+        }
+        raw = read_all(fd, &len);
+        close(fd);
+        parse_response(raw, len, &r);
+        free(raw);
+        ck_assert_msg(r.status == bc->status, "case %zu (%s): status %d, want %d: %s", i,
+                      bc->body ? bc->body : bc->path, r.status, bc->status, r.body);
+        j = json_loads(r.body, 0, NULL);
+        ck_assert_msg(j != NULL, "case %zu: error body not JSON", i);
+        e = json_object_get(j, "error");
+        ck_assert_msg(json_is_string(json_object_get(e, "message")), "case %zu: no message", i);
+        ck_assert(json_is_string(json_object_get(e, "type")));
+        ck_assert(json_object_get(e, "param") != NULL);
+        ck_assert(json_object_get(e, "code") != NULL);
+        if (!bc->param)
+            ck_assert_msg(json_is_null(json_object_get(e, "param")), "case %zu: param not null",
+                          i);
+        else if (strcmp(bc->param, "-"))
+            ck_assert_msg(jstr(e, "param") && !strcmp(jstr(e, "param"), bc->param),
+                          "case %zu: param %s, want %s", i, jstr(e, "param"), bc->param);
+        if (bc->status == 405)
+            ck_assert_ptr_nonnull(header(&r, "Allow"));
+        json_decref(j);
+        resp_free(&r);
+    }
+    /* still serving */
+    json_decref(http_json("/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}", 200));
+}
+END_TEST
+
+static void http_raw(const char *req, size_t len, struct resp *out)
+{
+    int fd = connect_port(srv_port);
+    size_t n;
+    char *raw;
+
+    ck_assert_int_ge(fd, 0);
+    send_all(fd, req, len);
+    raw = read_all(fd, &n);
+    close(fd);
+    parse_response(raw, n, out);
+    free(raw);
+}
+
+START_TEST(body_limit_413)
+{
+    struct resp r;
+    char *req = malloc(20000);
+    size_t off;
+
+    /* declared too big: refused from the headers alone */
+    off = (size_t)snprintf(req, 20000, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           "Connection: close\r\nContent-Type: application/json\r\n"
+                           "Content-Length: 9999\r\n\r\n");
+    http_raw(req, off, &r);
+    ck_assert_int_eq(r.status, 413);
+    ck_assert_ptr_nonnull(strstr(r.body, "request_too_large"));
+    resp_free(&r);
+    /* chunked, no Content-Length: read, discarded past the limit, then refused */
+    off = (size_t)snprintf(req, 20000, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           "Connection: close\r\nContent-Type: application/json\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 5; i++) {
+        off += (size_t)snprintf(req + off, 20000 - off, "7d0\r\n");
+        memset(req + off, ' ', 2000);
+        off += 2000;
+        memcpy(req + off, "\r\n", 2);
+        off += 2;
+    }
+    off += (size_t)snprintf(req + off, 20000 - off, "0\r\n\r\n");
+    http_raw(req, off, &r);
+    ck_assert_int_eq(r.status, 413);
+    resp_free(&r);
+    free(req);
+    json_decref(http_json("/health", NULL, 200));
+}
+END_TEST
+
+START_TEST(api_key)
+{
+    struct resp r;
+
+    http("GET", "/v1/models", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    ck_assert_ptr_nonnull(strstr(r.body, "invalid_api_key"));
+    resp_free(&r);
+    http("GET", "/v1/models", "Authorization: Bearer wrong\r\n", NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    resp_free(&r);
+    http("GET", "/metrics", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    resp_free(&r);
+    http("POST", "/v1/completions", NULL, "{\"prompt\":\"a\",\"max_tokens\":1}", &r);
+    ck_assert_int_eq(r.status, 401);
+    resp_free(&r);
+    http("GET", "/v1/models", "Authorization: Bearer sekrit\r\n", NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+    http("GET", "/health", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+}
+END_TEST
+
+/* ---- concurrency, disconnects, overload ------------------------------------------------ */
+
+static const char *const conc_prompts[] = { "The cat", "Once upon a time", "x", "HybridMoE is" };
+
+struct conc_arg {
+    const char *prompt;
+    char text[4096];
+};
+
+static void *conc_thread(void *p)
+{
+    struct conc_arg *a = p;
+    char body[256];
+    struct resp r;
+    json_t *j;
+
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"max_tokens\":24,\"temperature\":0}",
+             a->prompt);
+    http("POST", "/v1/completions", NULL, body, &r);
+    j = json_loads(r.body, 0, NULL);
+    snprintf(a->text, sizeof(a->text), "%d:%s", r.status,
+             j ? json_string_value(json_object_get(choice0(j), "text")) : "?");
+    json_decref(j);
+    resp_free(&r);
+    return NULL;
+}
+
+START_TEST(concurrent_equals_alone)
+{
+    struct conc_arg alone[4], together[4];
+    pthread_t th[4];
+
+    for (int i = 0; i < 4; i++) {
+        alone[i].prompt = together[i].prompt = conc_prompts[i];
+        conc_thread(&alone[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, conc_thread, &together[i]);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        ck_assert_str_eq(together[i].text, alone[i].text);
+}
+END_TEST
+
+/* Reads from fd until `needle` was seen (or EOF); returns bytes read. */
+static size_t read_until(int fd, const char *needle, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    while (n + 1 < cap && !strstr(buf, needle)) {
+        ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        buf[n] = '\0';
+    }
+    return n;
+}
+
+START_TEST(disconnect_frees_slot)
+{
+    char buf[8192];
+    int fd = send_request("POST", "/v1/completions", NULL,
+                          "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true,"
+                          "\"logit_bias\":{\"97\":100}}");
+    double cancelled0 = metric("hybridmoe_requests_cancelled_total");
+    double generated0 = metric("hybridmoe_generated_tokens_total");
+
+    read_until(fd, "\"text\":\"a\"", buf, sizeof(buf));
+    ck_assert_ptr_nonnull(strstr(buf, "200 OK"));
+    ck_assert(metric("hybridmoe_running_sequences") == 1);
+    close(fd);
+    for (int i = 0; i < 200 && metric("hybridmoe_running_sequences") != 0; i++)
+        sleep_ms(10);
+    ck_assert(metric("hybridmoe_running_sequences") == 0);
+    ck_assert(metric("hybridmoe_kv_bytes_used") == 0);
+    ck_assert(metric("hybridmoe_requests_cancelled_total") == cancelled0 + 1);
+    /* the generation stopped early: fewer tokens than requested were generated */
+    ck_assert(metric("hybridmoe_generated_tokens_total") < generated0 + 250);
+    json_decref(http_json("/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}", 200));
+}
+END_TEST
+
+START_TEST(full_queue_503)
+{
+    char buf[8192];
+    /* A holds the only running slot, B waits in the one queue place, C is refused */
+    int a = send_request("POST", "/v1/completions", NULL,
+                         "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true}");
+    int b;
+    struct resp r;
+
+    read_until(a, "data: ", buf, sizeof(buf));
+    b = send_request("POST", "/v1/completions", NULL, "{\"prompt\":\"b\",\"max_tokens\":2}");
+    for (int i = 0; i < 600 && metric("hybridmoe_waiting_requests") != 1; i++)
+        sleep_ms(5);
+    ck_assert(metric("hybridmoe_waiting_requests") == 1);
+    http("POST", "/v1/completions", NULL, "{\"prompt\":\"c\",\"max_tokens\":2}", &r);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_str_eq(header(&r, "Retry-After"), "1");
+    ck_assert_ptr_nonnull(strstr(r.body, "server_overloaded"));
+    resp_free(&r);
+    close(a); /* frees the slot: B runs */
+    {
+        size_t len;
+        char *raw = read_all(b, &len);
+        parse_response(raw, len, &r);
+        free(raw);
+        ck_assert_int_eq(r.status, 200);
+        resp_free(&r);
+    }
+    close(b);
+}
+END_TEST
+
+START_TEST(keepalive_while_queued)
+{
+    char buf[16384];
+    int a = send_request("POST", "/v1/completions", NULL,
+                         "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true}");
+    int b;
+
+    read_until(a, "data: ", buf, sizeof(buf));
+    b = send_request("POST", "/v1/completions", NULL,
+                     "{\"prompt\":\"b\",\"max_tokens\":2,\"stream\":true}");
+    /* B is queued behind A: it gets headers and ": keep-alive" comments (interval 1 s is
+     * set for this server), then its data */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    read_until(b, "data: [DONE]", buf, sizeof(buf));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_ptr_nonnull(strstr(buf, "200 OK"));
+    /* waited through two ticks of the 1 s keep-alive timer: a comment must be there */
+    if (t1.tv_sec - t0.tv_sec >= 3)
+        ck_assert_ptr_nonnull(strstr(buf, ": keep-alive\n\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "data: [DONE]"));
+    close(a);
+    close(b);
+}
+END_TEST
+
+START_TEST(nonstream_disconnect)
+{
+    /* a non-streaming request is suspended while it runs: the server notices the closed
+     * socket on its next tick and cancels the job */
+    int fd = send_request("POST", "/v1/completions", NULL,
+                          "{\"prompt\":\"a\",\"max_tokens\":250}");
+    double generated0 = metric("hybridmoe_generated_tokens_total");
+
+    for (int i = 0; i < 300 && metric("hybridmoe_running_sequences") != 1; i++)
+        sleep_ms(10);
+    ck_assert(metric("hybridmoe_running_sequences") == 1);
+    close(fd);
+    for (int i = 0; i < 400 && metric("hybridmoe_running_sequences") != 0; i++)
+        sleep_ms(10);
+    ck_assert(metric("hybridmoe_running_sequences") == 0);
+    ck_assert(metric("hybridmoe_generated_tokens_total") < generated0 + 250);
+}
+END_TEST
+
+/* ---- startup errors ---- */
+
+static int run_expect_exit(const char *log, const char *a1, const char *a2, const char *a3,
+                           const char *a4)
+{
+    char bin[512];
+    int st = 0, fd;
+    pid_t pid;
+
+    snprintf(bin, sizeof(bin), "%s/hybridmoe-server", builddir());
+    fd = open(log, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        execl(bin, bin, "--port", "0", a1, a2, a3, a4, (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    for (int i = 0; i < 1000; i++) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -2;
+}
+
+static bool log_has(const char *log, const char *needle)
+{
+    char buf[8192];
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+START_TEST(startup_errors)
+{
+    char log[64], model[512];
+
+    snprintf(log, sizeof(log), "/tmp/hm-check-start-%d.log", (int)getpid());
+    snprintf(model, sizeof(model), "%s/models/tiny.gguf", builddir());
+    ck_assert_int_eq(run_expect_exit(log, "--model", model, "--max_running", "lots"), 78);
+    ck_assert(log_has(log, "'max_running'"));
+    ck_assert_int_eq(run_expect_exit(log, "--model", model, "--kv_budget=12Q", NULL), 78);
+    ck_assert(log_has(log, "'kv_budget'"));
+    ck_assert_int_eq(run_expect_exit(log, "--model", "/nonexistent/model.gguf", NULL, NULL), 78);
+    ck_assert(log_has(log, "cannot load model '/nonexistent/model.gguf'"));
+    ck_assert_int_eq(run_expect_exit(log, "--model", "/etc/hostname", NULL, NULL), 78);
+    ck_assert(log_has(log, "cannot load model"));
+    ck_assert_int_eq(run_expect_exit(log, "--model", model, "--host", "localhost"), 78);
+    ck_assert(log_has(log, "option 'host'"));
+    ck_assert_int_eq(run_expect_exit(log, "--help", NULL, NULL, NULL), 0);
+    ck_assert(log_has(log, "--config FILE"));
+    unlink(log);
+}
+END_TEST
+
+/* ---- shutdown -------------------------------------------------------------------------- */
+
+START_TEST(sigterm_drains)
+{
+    char buf[65536];
+    int st = 0;
+    int a;
+
+    /* started here, not in a fixture: this process must be its parent to reap it */
+    server_start("--debug_step_delay_ms", "10", NULL);
+    a = send_request("POST", "/v1/completions", NULL,
+                         "{\"prompt\":\"a\",\"max_tokens\":120,\"stream\":true}");
+
+    read_until(a, "data: ", buf, sizeof(buf));
+    kill(srv_pid, SIGTERM);
+    /* the in-flight stream finishes normally */
+    size_t n = strlen(buf);
+    while (n + 1 < sizeof(buf)) {
+        ssize_t r = recv(a, buf + n, sizeof(buf) - n - 1, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        buf[n] = '\0';
+    }
+    close(a);
+    ck_assert_ptr_nonnull(strstr(buf, "\"finish_reason\":\"length\""));
+    ck_assert_ptr_nonnull(strstr(buf, "data: [DONE]"));
+    /* new connections are refused while draining or after exit */
+    int fd = connect_port(srv_port);
+    if (fd >= 0) {
+        struct resp r;
+        send_all(fd, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 53);
+        size_t len;
+        char *raw = read_all(fd, &len);
+        if (len) {
+            parse_response(raw, len, &r);
+            ck_assert_int_eq(r.status, 503);
+            resp_free(&r);
+        }
+        free(raw);
+        close(fd);
+    }
+    ck_assert_int_eq(waitpid(srv_pid, &st, 0), srv_pid);
+    srv_pid = 0;
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("server_http");
+    TCase *tc = tcase_create("core");
+    tcase_add_unchecked_fixture(tc, setup_default, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, health_models);
+    tcase_add_test(tc, completion_shape_and_usage);
+    tcase_add_test(tc, chat_shape);
+    tcase_add_test(tc, tokenize_detokenize);
+    tcase_add_test(tc, metrics_names);
+    tcase_add_test(tc, stream_chat_framing);
+    tcase_add_test(tc, stream_completion_utf8_holdback);
+    tcase_add_test(tc, stream_bytes_exact);
+    tcase_add_test(tc, stop_across_tokens);
+    tcase_add_test(tc, n_and_logprobs);
+    tcase_add_test(tc, sampling_params_accepted);
+    tcase_add_test(tc, concurrent_equals_alone);
+    tcase_add_test(tc, disconnect_frees_slot);
+    tcase_add_test(tc, request_timeout);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_unchecked_fixture(tc, setup_default, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, bad_inputs);
+    tcase_add_test(tc, body_limit_413);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("auth");
+    tcase_add_unchecked_fixture(tc, setup_auth, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, api_key);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("limits");
+    tcase_add_unchecked_fixture(tc, setup_small, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, full_queue_503);
+    tcase_add_test(tc, nonstream_disconnect);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("startup");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, startup_errors);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("keepalive");
+    tcase_add_unchecked_fixture(tc, setup_small, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, keepalive_while_queued);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("shutdown");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, sigterm_drains);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    int nf;
+
+    signal(SIGPIPE, SIG_IGN);
+    srunner_run_all(sr, CK_NORMAL);
+    nf = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
