@@ -117,6 +117,14 @@ static void logprobs_append(struct hm_req *r, json_t *lp, const struct hm_sample
             json_object_set_new(top, json_string_value(k), jreal(smp->top_logprobs[i]));
         json_decref(k);
     }
+    /* OpenAI: "the API will always return the logprob of the sampled token, so there may be
+     * up to logprobs+1 elements" */
+    {
+        json_t *k = token_string(m, smp->token, NULL);
+        if (k && !json_object_get(top, json_string_value(k)))
+            json_object_set_new(top, json_string_value(k), jreal(smp->logprob));
+        json_decref(k);
+    }
     json_array_append_new(json_object_get(lp, "top_logprobs"), top);
     json_array_append_new(json_object_get(lp, "text_offset"), json_integer((json_int_t)text_offset));
 }
@@ -220,6 +228,19 @@ static json_t *final_body(struct hm_req *r)
         if (ch->logprobs) {
             json_object_set_new(c, "logprobs", ch->logprobs);
             ch->logprobs = NULL;
+        } else if (r->gr->logprobs) {
+            /* asked for, but no token was generated (EOS first): empty, not null */
+            json_t *lp = json_object();
+            if (r->kind == HM_API_CHAT) {
+                json_object_set_new(lp, "content", json_array());
+                json_object_set_new(lp, "refusal", json_null());
+            } else {
+                json_object_set_new(lp, "tokens", json_array());
+                json_object_set_new(lp, "token_logprobs", json_array());
+                json_object_set_new(lp, "top_logprobs", json_array());
+                json_object_set_new(lp, "text_offset", json_array());
+            }
+            json_object_set_new(c, "logprobs", lp);
         } else {
             json_object_set_new(c, "logprobs", json_null());
         }
@@ -239,6 +260,8 @@ static void choice_text(struct hm_req *r, struct hm_choice *ch, unsigned index, 
     json_t *lp = NULL;
 
     if (r->gr->logprobs && smp) {
+        size_t tlen = 0;
+        const uint8_t *tb = hm_tokenizer_token_bytes(r->srv->model->tok, smp->token, &tlen);
         lp = json_object();
         logprobs_append(r, r->stream ? lp : (ch->logprobs ? ch->logprobs
                                                           : (ch->logprobs = json_object())),
@@ -247,8 +270,12 @@ static void choice_text(struct hm_req *r, struct hm_choice *ch, unsigned index, 
             json_decref(lp);
             lp = NULL;
         }
+        /* text_offset: characters (code points) of the completion before each token,
+         * counted from the tokens' own bytes, so text held back (partial UTF-8, a possible
+         * stop sequence) does not shift it */
+        for (size_t i = 0; i < tlen; i++)
+            ch->text_offset += (tb[i] & 0xC0) != 0x80;
     }
-    ch->text_offset += len;
     if (!r->stream) {
         if (len && hm_buf_append(&ch->text, text, len) < 0)
             hm_api_error_set(&r->err, HM_AERR_INTERNAL, NULL, "response too large");
@@ -486,7 +513,8 @@ void hm_api_generate(struct hm_req *r)
     json_decref(root);
     r->gr = gr;
     r->stream = gr->stream;
-    if (gr->model && strcmp(gr->model, srv->model_id)) {
+    /* "" (sent by some tools that have no model setting) means the served model */
+    if (gr->model && gr->model[0] && strcmp(gr->model, srv->model_id)) {
         hm_api_error_set(&e, HM_AERR_MODEL_NOT_FOUND, "model",
                          "the model '%s' does not exist; this server serves '%s'", gr->model,
                          srv->model_id);
@@ -627,6 +655,7 @@ void hm_api_generate(struct hm_req *r)
         job->n_stop = i + 1;
     }
     job->max_tokens = max_tokens;
+    job->ignore_eos = gr->ignore_eos;
     job->kv_bytes = kv_total;
     {
         double t = gr->timeout_s > 0 ? gr->timeout_s : (double)cfg->request_timeout;
@@ -678,9 +707,7 @@ void hm_api_generate(struct hm_req *r)
             for (size_t i = 0; i < n_seq; i++)
                 stream_choice(r, (unsigned)i, NULL, 0, true, NULL, NULL);
     } else {
-        r->state = HM_RS_WAIT;
-        r->suspended = true;
-        MHD_suspend_connection(r->conn);
+        hm_req_wait(r);
     }
     return;
 fail:

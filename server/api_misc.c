@@ -167,6 +167,7 @@ void hm_api_tokenize(struct hm_req *r)
     b = json_object();
     json_object_set_new(b, "tokens", toks);
     json_object_set_new(b, "count", json_integer((json_int_t)n));
+    json_object_set_new(b, "max_model_len", json_integer(m->hp.n_ctx));
     hm_req_respond_json(r, 200, b);
 }
 

@@ -386,7 +386,8 @@ static int parse_logprobs(const json_t *root, struct hm_gen_request *r, struct h
     if (get_int(root, "top_logprobs", "top_logprobs", 0, HM_MAX_TOP_LOGPROBS, &i, &given, e) < 0)
         return -1;
     if (given) {
-        if (!r->logprobs)
+        /* top_logprobs: 0 without logprobs asks for nothing: accepted (some clients send it) */
+        if (!r->logprobs && i > 0)
             return BAD(e, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
         r->top_logprobs = (unsigned)i;
     }
@@ -491,6 +492,8 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
         goto out;
     if (get_bool(root, "stream", "stream", &r->stream, e) < 0)
         goto out;
+    if (get_bool(root, "ignore_eos", "ignore_eos", &r->ignore_eos, e) < 0)
+        goto out;
     v = field(root, "stream_options");
     if (v) {
         if (!json_is_object(v)) {
@@ -576,16 +579,23 @@ int hm_tokenize_request_parse(const json_t *root, struct hm_tokenize_request *ou
     out->add_special = true;
     if (!json_is_object(root))
         return BAD(e, NULL, "the request body must be a JSON object");
+    /* llama.cpp sends "content", vLLM "prompt"; "text" is accepted too */
     v = field(root, "content");
     if (!v) {
         v = field(root, "prompt");
         name = "prompt";
     }
+    if (!v) {
+        v = field(root, "text");
+        name = "text";
+    }
     if (!v)
-        return BAD(e, "content", "'content' (or 'prompt') is required");
+        return BAD(e, "content", "'content' (or 'prompt' or 'text') is required");
     if (!json_is_string(v))
         return BAD(e, name, "'%s' must be a string", name);
+    /* add_special (llama.cpp) or add_special_tokens (vLLM) */
     if (get_bool(root, "add_special", "add_special", &out->add_special, e) < 0 ||
+        get_bool(root, "add_special_tokens", "add_special_tokens", &out->add_special, e) < 0 ||
         get_bool(root, "with_pieces", "with_pieces", &out->with_pieces, e) < 0)
         return -1;
     return dup_string(v, &out->text, &out->len, e);

@@ -81,6 +81,7 @@ struct hm_gen_request {
     bool stream;
     bool include_usage;
     bool echo;                   /* completions: echo (only false supported) */
+    bool ignore_eos;             /* vLLM / llama.cpp extension: do not stop at EOS */
     char *user;                  /* owned or NULL */
     struct hm_session_opts so;   /* complexity, window, max_experts, router_threshold */
     double timeout_s;            /* 0 = server default */
@@ -93,7 +94,8 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
                          struct hm_api_error *e);
 void hm_gen_request_free(struct hm_gen_request *r);
 
-/* /tokenize {"prompt"|"content": string, "add_special": bool, "with_pieces": bool} and
+/* /tokenize {"content"|"prompt"|"text": string, "add_special"|"add_special_tokens": bool,
+ * "with_pieces": bool} and
  * /detokenize {"tokens": [ids]} bodies. */
 struct hm_tokenize_request {
     char *text;

@@ -332,7 +332,7 @@ static void seq_after_logits(struct hm_batcher *b, struct hm_job *j, struct hm_j
         return;
     }
     hm_sampler_accept(q->sm, smp.token);
-    if (tok && smp.token == hm_tokenizer_eos(tok)) {
+    if (tok && !j->ignore_eos && smp.token == hm_tokenizer_eos(tok)) {
         finish = HM_FINISH_STOP;
         goto flush;
     }

@@ -77,6 +77,7 @@ struct hm_job {
     char *stops[4];               /* owned */
     size_t n_stop;
     uint32_t max_tokens;
+    bool ignore_eos;              /* EOS is an ordinary token (runs to max_tokens) */
     uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = none */
     uint64_t kv_bytes;            /* planned, sum over sequences (admission) */
     uint64_t t_submit_ns;

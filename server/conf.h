@@ -48,6 +48,7 @@ struct hm_config {
     unsigned keepalive_interval; /* seconds between SSE keep-alive comments */
     char *api_key;           /* "" = no authentication */
     bool metrics_auth;       /* /metrics needs the API key too */
+    char *cors_origin;       /* Access-Control-Allow-Origin value; "" = no CORS headers */
     enum hm_log_level log_level;
     unsigned default_max_tokens;
     unsigned max_n;          /* largest n per request */

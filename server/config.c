@@ -47,6 +47,8 @@ static const struct hm_config_option options[] = {
         "seconds between SSE keep-alive comments while a stream waits"),
     OPT(api_key, STR, 0, 0, "", "require Authorization: Bearer KEY; empty = no key"),
     OPT(metrics_auth, BOOL, 0, 0, "yes", "whether /metrics needs the API key too"),
+    OPT(cors_origin, STR, 0, 0, "",
+        "CORS: Access-Control-Allow-Origin for browser clients (\"*\" or an origin); empty = off"),
     OPT(log_level, LOGLEVEL, 0, 0, "info", "error, warn, info or debug"),
     OPT(default_max_tokens, UINT, 1, 1 << 24, "256",
         "max_tokens when a request gives none (capped by the context)"),

@@ -24,6 +24,7 @@
 #include "server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,9 +40,18 @@
 struct route_row {
     const char *path;
     enum hm_route route;
-    const char *method;   /* the one allowed method */
+    const char *method;   /* the one allowed method (GET routes also answer HEAD) */
     bool auth;            /* needs the API key (metrics: per config) */
 };
+
+/* The Allow header of a route: its method, HEAD for GET routes, and OPTIONS (answered
+ * for every route, without the API key, as CORS preflights are). */
+static const char *allow_of(const struct route_row *rt)
+{
+    if (!rt)
+        return "GET, HEAD, POST, OPTIONS";
+    return strcmp(rt->method, "GET") ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+}
 
 static const struct route_row routes[] = {
     { "/v1/completions", HM_ROUTE_COMPLETIONS, "POST", true },
@@ -68,6 +78,8 @@ static const struct route_row *find_route(const char *url)
 
 /* ---- request lifetime --------------------------------------------------------- */
 
+static void req_unwatch(struct hm_req *r);
+
 static struct hm_req *req_new(struct hm_server *srv, struct MHD_Connection *conn,
                               const char *method, const char *url)
 {
@@ -81,7 +93,17 @@ static struct hm_req *req_new(struct hm_server *srv, struct MHD_Connection *conn
     r->refs = 1;
     r->t_start_ns = hm_now_ns();
     snprintf(r->method, sizeof(r->method), "%s", method);
-    snprintf(r->path, sizeof(r->path), "%s", url);
+    /* routing path: runs of '/' collapsed and a trailing '/' dropped, so "//v1/models/"
+     * and "/v1/chat/completions/" (hand-written base URLs) find their routes */
+    {
+        size_t n = 0;
+        for (const char *u = url; *u && n + 1 < sizeof(r->path); u++)
+            if (!(*u == '/' && n && r->path[n - 1] == '/'))
+                r->path[n++] = *u;
+        if (n > 1 && r->path[n - 1] == '/')
+            n--;
+        r->path[n] = '\0';
+    }
     snprintf(r->client, sizeof(r->client), "-");
     ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci && ci->client_addr) {
@@ -112,6 +134,7 @@ static void req_free(struct hm_req *r)
         srv->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    req_unwatch(r);
     hm_buf_release(&r->body);
     hm_buf_release(&r->out);
     for (size_t i = 0; i < r->n_choices; i++) {
@@ -134,8 +157,77 @@ void hm_req_unref(struct hm_req *r)
         req_free(r);
 }
 
+/* ---- hang-up watch of suspended non-streaming requests ------------------------------
+ * MHD does not watch a suspended connection, so a client that closes while its
+ * non-streaming request runs would go unnoticed until the response is written. A
+ * uv_poll_t on the socket (UV_DISCONNECT = EPOLLRDHUP, plus readable for EOF/RST)
+ * notices at once; the job is cancelled and the batcher frees its KV within a step.
+ * The watch is stopped before the connection is resumed (MHD may then close the fd). */
+
+static void watch_close_cb(uv_handle_t *h)
+{
+    hm_free(h);
+}
+
+static void req_unwatch(struct hm_req *r)
+{
+    if (!r->watch)
+        return;
+    uv_poll_stop(r->watch);
+    r->watch->data = NULL;
+    uv_close((uv_handle_t *)r->watch, watch_close_cb);
+    r->watch = NULL;
+}
+
+static void watch_cb(uv_poll_t *w, int status, int events)
+{
+    struct hm_req *r = w->data;
+    bool gone = status < 0 || (events & UV_DISCONNECT);
+    uv_os_fd_t fd;
+    char c;
+
+    if (!r)
+        return;
+    if (!gone && uv_fileno((uv_handle_t *)w, &fd) == 0) {
+        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+    /* pipelined bytes (not a hang-up): stop watching, the 1 s tick still checks */
+    req_unwatch(r);
+    if (gone && r->job && !r->job_done && !atomic_load(&r->job->cancel)) {
+        hm_log(HM_LOG_DEBUG, "%s %s: client closed the connection; cancelling", r->method,
+               r->path);
+        hm_job_cancel(r->job);
+        r->srv->metrics.requests_cancelled++;
+    }
+}
+
+void hm_req_wait(struct hm_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+    r->state = HM_RS_WAIT;
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+    if (!ci || r->watch)
+        return;
+    r->watch = hm_malloc(sizeof(*r->watch));
+    if (!r->watch)
+        return; /* the 1 s tick still checks */
+    if (uv_poll_init_socket(r->srv->loop, r->watch, ci->connect_fd) < 0) {
+        hm_free(r->watch);
+        r->watch = NULL;
+        return;
+    }
+    r->watch->data = r;
+    if (uv_poll_start(r->watch, UV_READABLE | UV_DISCONNECT, watch_cb) < 0)
+        req_unwatch(r);
+}
+
 void hm_req_resume(struct hm_req *r)
 {
+    req_unwatch(r);
     if (r->suspended && r->conn) {
         r->suspended = false;
         MHD_resume_connection(r->conn);
@@ -152,9 +244,19 @@ static void add_common_headers(struct hm_req *r, struct MHD_Response *resp, unsi
     }
     if (status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
-    if (status == 405) {
-        const struct route_row *rt = find_route(r->path);
-        MHD_add_response_header(resp, "Allow", rt ? rt->method : "GET, POST");
+    if (status == 405 || r->preflight)
+        MHD_add_response_header(resp, "Allow", allow_of(find_route(r->path)));
+    if (r->srv->cfg->cors_origin && r->srv->cfg->cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->srv->cfg->cors_origin);
+        if (strcmp(r->srv->cfg->cors_origin, "*"))
+            MHD_add_response_header(resp, "Vary", "Origin");
+        if (r->preflight) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Methods",
+                                    allow_of(find_route(r->path)));
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type");
+            MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+        }
     }
     if (r->srv->draining)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -314,6 +416,28 @@ static int respond_kind(struct hm_req *r, enum hm_aerr kind, const char *msg, co
     return hm_req_respond_error(r, &e);
 }
 
+/* An error found from the headers alone. Answered at once, MHD closes the connection
+ * (the body, if any, is never read); so when the body is small and of known length
+ * (or absent) it is read and dropped instead, and the error answered at the final
+ * call, which keeps the connection alive for clients that reuse it (wrk, SDKs). */
+static void early_error(struct hm_req *r, enum hm_aerr kind, const char *msg, const char *arg)
+{
+    const char *te =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    if (te || (cl && strtoull(cl, NULL, 10) > r->srv->cfg->body_limit)) {
+        respond_kind(r, kind, msg, arg);
+        return;
+    }
+    if (arg)
+        hm_api_error_set(&r->err, kind, NULL, "%s '%s'", msg, arg);
+    else
+        hm_api_error_set(&r->err, kind, NULL, "%s", msg);
+    r->state = HM_RS_DISCARD;
+}
+
 static void first_call(struct hm_req *r)
 {
     struct hm_server *srv = r->srv;
@@ -321,16 +445,25 @@ static void first_call(struct hm_req *r)
     const char *cl;
 
     if (!rt) {
-        respond_kind(r, HM_AERR_NOT_FOUND, "unknown route", r->path);
+        early_error(r, HM_AERR_NOT_FOUND, "unknown route", r->path);
         return;
     }
     r->route = rt->route;
-    if (strcmp(r->method, rt->method)) {
-        respond_kind(r, HM_AERR_METHOD, "method not allowed; this route accepts", rt->method);
+    if (!strcmp(r->method, "OPTIONS")) {
+        /* answered at the final call (keeps the connection), before the API key check:
+         * browsers send CORS preflights without credentials */
+        r->preflight = true;
+        r->state = HM_RS_BODY;
+        return;
+    }
+    if (strcmp(r->method, rt->method) &&
+        !(!strcmp(rt->method, "GET") && !strcmp(r->method, "HEAD"))) {
+        early_error(r, HM_AERR_METHOD, "method not allowed; this route accepts", rt->method);
         return;
     }
     if (!auth_ok(r, rt)) {
-        respond_kind(r, HM_AERR_UNAUTHORIZED, "missing or invalid API key (Authorization: Bearer KEY)", NULL);
+        early_error(r, HM_AERR_UNAUTHORIZED,
+                    "missing or invalid API key (Authorization: Bearer KEY)", NULL);
         return;
     }
     if (!strcmp(rt->method, "GET")) {
@@ -348,7 +481,7 @@ static void first_call(struct hm_req *r)
         return;
     }
     if (!json_content_type(r)) {
-        respond_kind(r, HM_AERR_MEDIA_TYPE, "Content-Type must be application/json", NULL);
+        early_error(r, HM_AERR_MEDIA_TYPE, "Content-Type must be application/json", NULL);
         return;
     }
     cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -369,6 +502,10 @@ static void first_call(struct hm_req *r)
 
 static void final_call(struct hm_req *r)
 {
+    if (r->preflight) {
+        queue(r, 204, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT));
+        return;
+    }
     if (r->too_big) {
         struct hm_api_error e;
         hm_api_error_set(&e, HM_AERR_TOO_LARGE, NULL, "request body exceeds body_limit (%llu "
@@ -446,9 +583,16 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             hm_req_respond_json(r, 200, body);
         } else {
             /* spurious wake-up: wait again */
-            r->suspended = true;
-            MHD_suspend_connection(conn);
+            hm_req_wait(r);
         }
+        return MHD_YES;
+    case HM_RS_DISCARD:
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        r->state = HM_RS_RESPONDED;
+        hm_req_respond_error(r, &r->err);
         return MHD_YES;
     default:
         if (*upload_data_size)
@@ -471,6 +615,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->job && !r->job_done)
         srv->metrics.requests_cancelled++;
     hm_api_request_gone(r);
+    req_unwatch(r);
     r->conn = NULL;
     r->suspended = false;
     if (!r->status)

@@ -46,6 +46,8 @@ enum hm_req_state {
     HM_RS_WAIT,        /* non-streaming generation: suspended until the job ends */
     HM_RS_STREAM,      /* streaming response queued */
     HM_RS_RESPONDED,   /* a response is queued */
+    HM_RS_DISCARD,     /* an error found from the headers (err): the body is read and
+                        * dropped, the error answered at the final call (keep-alive) */
 };
 
 /* Per-choice accumulation (loop thread). */
@@ -56,7 +58,7 @@ struct hm_choice {
     bool done;
     uint32_t n_gen;
     uint64_t last_token_ns;
-    size_t text_offset;        /* completions logprobs text_offset */
+    size_t text_offset;        /* completions logprobs: characters before the next token */
     struct hm_session_stats stats;
     int err;
     char msg[160];
@@ -76,6 +78,7 @@ struct hm_req {
     char client[64];
     struct hm_buf body;
     bool too_big;
+    bool preflight;                /* OPTIONS: answered 204 at the final call */
     unsigned status;               /* of the queued response */
     uint64_t t_start_ns, t_first_ns;
     uint64_t tokens_in, tokens_out;
@@ -92,6 +95,8 @@ struct hm_req {
     long long created;
     bool stream;
     bool suspended;                /* MHD_suspend_connection called, not yet resumed */
+    uv_poll_t *watch;              /* non-stream wait: watches the socket for a hang-up
+                                    * (owned; closed by hm_req_unwatch) */
     bool finished;                 /* stream: [DONE] written */
     struct hm_buf out;             /* stream: SSE bytes not yet sent */
     size_t out_off;
@@ -142,6 +147,9 @@ void hm_http_run(struct hm_server *srv);              /* MHD_run + re-arm timer 
 void hm_http_quiesce(struct hm_server *srv);
 void hm_http_stop(struct hm_server *srv);
 void hm_req_resume(struct hm_req *r);                  /* if suspended */
+/* Suspends a non-streaming generation request until its job ends, watching the socket
+ * so that a client that hangs up cancels the job at once. */
+void hm_req_wait(struct hm_req *r);
 /* Queues a JSON response (takes ownership of body). */
 int hm_req_respond_json(struct hm_req *r, unsigned status, json_t *body);
 int hm_req_respond_error(struct hm_req *r, const struct hm_api_error *e);

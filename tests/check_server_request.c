@@ -140,6 +140,30 @@ START_TEST(prompt_forms)
 }
 END_TEST
 
+/* Fields other servers' clients send: ignore_eos (vLLM, llama.cpp benchmarks), and
+ * top_logprobs 0 without logprobs (asks for nothing). */
+START_TEST(client_extensions)
+{
+    struct hm_gen_request *r = ok("{\"prompt\":\"hi\",\"ignore_eos\":true}",
+                                  HM_API_COMPLETIONS);
+    struct hm_api_error e;
+
+    ck_assert(r->ignore_eos);
+    hm_gen_request_free(r);
+    r = ok("{\"prompt\":\"hi\"}", HM_API_COMPLETIONS);
+    ck_assert(!r->ignore_eos);
+    hm_gen_request_free(r);
+    ck_assert_int_lt(parse("{\"prompt\":\"hi\",\"ignore_eos\":1}", HM_API_COMPLETIONS, &r, &e),
+                     0);
+    ck_assert_str_eq(e.param, "ignore_eos");
+    r = ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":0,"
+           "\"logprobs\":false}", HM_API_CHAT);
+    ck_assert(!r->logprobs);
+    ck_assert_uint_eq(r->top_logprobs, 0);
+    hm_gen_request_free(r);
+}
+END_TEST
+
 START_TEST(chat_forms)
 {
     struct hm_gen_request *r = ok(
@@ -384,6 +408,13 @@ START_TEST(tokenize_bodies)
     ck_assert(!tr.add_special);
     hm_tokenize_request_release(&tr);
     json_decref(j);
+    /* vLLM's spelling and "text" */
+    j = json_loads("{\"text\":\"cd\",\"add_special_tokens\":false}", 0, NULL);
+    ck_assert_int_eq(hm_tokenize_request_parse(j, &tr, &e), 0);
+    ck_assert_str_eq(tr.text, "cd");
+    ck_assert(!tr.add_special);
+    hm_tokenize_request_release(&tr);
+    json_decref(j);
     j = json_loads("{\"content\":1}", 0, NULL);
     ck_assert_int_lt(hm_tokenize_request_parse(j, &tr, &e), 0);
     ck_assert_str_eq(e.param, "content");
@@ -435,6 +466,7 @@ static Suite *suite(void)
     tcase_add_test(tc, prompt_forms);
     tcase_add_test(tc, chat_forms);
     tcase_add_test(tc, tokenize_bodies);
+    tcase_add_test(tc, client_extensions);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, bad_fields);

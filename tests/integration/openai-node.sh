@@ -1,7 +1,11 @@
 #!/bin/sh
 # A real client: the official `openai` npm package (v4) runs completions, chat and
 # streaming against hybridmoe-server on 127.0.0.1 with the tiny model, and checks the
-# results. Skips (exit 77) when node/npm are missing or the package cannot be installed.
+# results: n > 1 (also streamed, per choice index), several prompts, logprobs shapes,
+# stop sequences, stream_options.include_usage, many requests on kept-alive
+# connections, and errors as the SDK's typed exceptions (401, 404 model, 400 param and
+# context, an error inside a stream). Skips (exit 77) when node/npm are missing or the
+# package cannot be installed.
 set -u
 B="${HM_BUILDDIR:-.}"
 T="$(mktemp -d /tmp/hm-openai-node.XXXXXX)"
@@ -20,7 +24,7 @@ if ! (cd "$T" && timeout 300 npm install --no-audit --no-fund --silent openai@4 
 fi
 
 "$B/hybridmoe-server" --model "$B/models/tiny.gguf" --host 127.0.0.1 --port 0 \
-    --api_key sekrit --threads 1 >"$T/server.log" 2>&1 &
+    --api_key sekrit --threads 1 --debug_step_delay_ms 1 >"$T/server.log" 2>&1 &
 PID=$!
 PORT=
 i=0
@@ -90,6 +94,111 @@ await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', tem
   (e) => e.status === 400 && e.param === 'temperature');
 await assert.rejects(new OpenAI({ baseURL: client.baseURL, apiKey: 'wrong', maxRetries: 0 })
   .models.list(), (e) => e.status === 401);
+await assert.rejects(client.completions.create({ model: 'gpt-4', prompt: 'x' }),
+  (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+await assert.rejects(client.models.retrieve('gpt-4'), (e) => e instanceof OpenAI.NotFoundError);
+assert.equal((await client.models.retrieve('tiny')).object, 'model');
+await assert.rejects(client.completions.create({ model: 'tiny', prompt: [1, 2, 3], max_tokens: 255 }),
+  (e) => e instanceof OpenAI.BadRequestError && e.code === 'context_length_exceeded' &&
+         e.param === 'max_tokens');
+await assert.rejects(new OpenAI({ baseURL: client.baseURL, apiKey: 'wrong', maxRetries: 0 })
+  .chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'x' }] }),
+  (e) => e instanceof OpenAI.AuthenticationError && e.code === 'invalid_api_key');
+
+// n > 1 streamed: every chunk names its choice; per choice the text of the plain call
+const msgs = [{ role: 'developer', content: [{ type: 'text', text: 'Be brief.' }] },
+              { role: 'user', content: 'Hi', name: 'bob' }];
+const plain = await client.chat.completions.create({ model: 'tiny', messages: msgs, n: 3,
+  max_tokens: 6, temperature: 0.9, seed: 42 });
+assert.deepEqual(plain.choices.map((c) => c.index), [0, 1, 2]);
+const s3 = await client.chat.completions.create({ model: 'tiny', messages: msgs, n: 3,
+  max_tokens: 6, temperature: 0.9, seed: 42, stream: true, stream_options: { include_usage: true } });
+const texts = ['', '', ''], fins = [null, null, null];
+let u3 = null, after = false;
+for await (const chunk of s3) {
+  assert.ok(!after, 'nothing after the usage chunk');
+  if (chunk.usage) { u3 = chunk.usage; assert.equal(chunk.choices.length, 0); after = true; continue; }
+  assert.equal(chunk.usage, null);
+  assert.equal(chunk.choices.length, 1);
+  const ch = chunk.choices[0];
+  assert.equal(fins[ch.index], null, 'no chunk after a choice finished');
+  if (ch.delta.content) texts[ch.index] += ch.delta.content;
+  if (ch.finish_reason) { fins[ch.index] = ch.finish_reason; assert.deepEqual(ch.delta, {}); }
+}
+for (let i = 0; i < 3; i++) {
+  assert.equal(texts[i], plain.choices[i].message.content);
+  assert.equal(fins[i], plain.choices[i].finish_reason);
+}
+assert.equal(u3.completion_tokens, plain.usage.completion_tokens);
+assert.equal(u3.prompt_tokens, plain.usage.prompt_tokens);
+
+// several prompts: index = prompt * n + j
+const multi = await client.completions.create({ model: 'tiny', prompt: ['ab', 'The cat'], n: 2,
+  max_tokens: 4, temperature: 0 });
+assert.deepEqual(multi.choices.map((c) => c.index), [0, 1, 2, 3]);
+const solo = await client.completions.create({ model: 'tiny', prompt: 'The cat', max_tokens: 4,
+  temperature: 0 });
+assert.equal(multi.choices[2].text, solo.choices[0].text);
+assert.equal(multi.choices[3].text, solo.choices[0].text);
+
+// logprobs: completions {tokens, token_logprobs, top_logprobs: [{token: lp}], text_offset}
+const lc = await client.completions.create({ model: 'tiny', prompt: 'Hi', max_tokens: 5,
+  temperature: 0, logprobs: 3, logit_bias: { 97: 100, 98: 100 } });
+const L = lc.choices[0].logprobs;
+assert.equal(L.tokens.join(''), lc.choices[0].text);
+assert.equal(L.token_logprobs.length, 5);
+assert.deepEqual(L.text_offset, [0, 1, 2, 3, 4]);
+for (let i = 0; i < 5; i++) {
+  assert.ok(L.token_logprobs[i] <= 0);
+  assert.ok(Object.keys(L.top_logprobs[i]).length <= 4);
+  assert.equal(L.top_logprobs[i][L.tokens[i]], L.token_logprobs[i]);
+}
+// chat: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}
+const lchat = await client.chat.completions.create({ model: 'tiny', max_tokens: 3, temperature: 0,
+  logprobs: true, top_logprobs: 2, messages: [{ role: 'user', content: 'x' }] });
+const LC = lchat.choices[0].logprobs.content;
+assert.equal(LC.length, lchat.usage.completion_tokens);
+for (const e of LC) {
+  assert.equal(typeof e.token, 'string');
+  assert.ok(Array.isArray(e.bytes));
+  assert.equal(e.top_logprobs.length, 2);
+  for (const t of e.top_logprobs) assert.ok(typeof t.token === 'string' && t.logprob <= 0 &&
+                                            Array.isArray(t.bytes));
+}
+
+// stop: across tokens, never in the text, finish_reason stop (plain and streamed)
+const ab = await client.completions.create({ model: 'tiny', prompt: 'Hi', max_tokens: 12,
+  temperature: 0, logit_bias: { 97: 100, 98: 100, 99: 100 } });
+const full = ab.choices[0].text, stopStr = full.slice(3, 5);
+const want = full.slice(0, full.indexOf(stopStr));
+const st = await client.completions.create({ model: 'tiny', prompt: 'Hi', max_tokens: 12,
+  temperature: 0, logit_bias: { 97: 100, 98: 100, 99: 100 }, stop: ['zz', stopStr] });
+assert.equal(st.choices[0].text, want);
+assert.equal(st.choices[0].finish_reason, 'stop');
+const sst = await client.completions.create({ model: 'tiny', prompt: 'Hi', max_tokens: 12,
+  temperature: 0, logit_bias: { 97: 100, 98: 100, 99: 100 }, stop: stopStr, stream: true,
+  stream_options: { include_usage: true } });
+let stext = '', sfin = null, susage = null;
+for await (const chunk of sst) {
+  if (chunk.usage) { susage = chunk.usage; assert.equal(chunk.choices.length, 0); }
+  for (const ch of chunk.choices) { stext += ch.text; if (ch.finish_reason) sfin = ch.finish_reason; }
+}
+assert.equal(stext, want);
+assert.equal(sfin, 'stop');
+assert.equal(susage.completion_tokens, st.usage.completion_tokens);
+
+// an error after the stream began (the request's deadline) surfaces from the iterator
+await assert.rejects((async () => {
+  const s = await client.completions.create({ model: 'tiny', prompt: 'a', max_tokens: 250,
+    stream: true, timeout_s: 0.05 });
+  for await (const _ of s) { /* drain */ }
+})(), (e) => e instanceof OpenAI.APIError);
+
+// many sequential requests (kept-alive connections), then the server still answers
+for (let i = 0; i < 40; i++) {
+  const r = await client.completions.create({ model: 'tiny', prompt: 'a', max_tokens: 1 });
+  assert.equal(r.choices.length, 1);
+}
 console.log('openai-node: all checks passed');
 JS
 cd "$T" && PORT="$PORT" timeout 120 node test.mjs
