@@ -28,7 +28,8 @@ void hm_buf_reset(struct hm_buf *b); /* len = 0, keeps memory */
 int hm_buf_append(struct hm_buf *b, const void *data, size_t n);
 int hm_buf_append_str(struct hm_buf *b, const char *s);
 int hm_buf_printf(struct hm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int hm_buf_vprintf(struct hm_buf *b, const char *fmt, va_list ap);
+int hm_buf_vprintf(struct hm_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Returns owned data (NUL-terminated, possibly NULL if empty) and re-inits b. */
 char *hm_buf_detach(struct hm_buf *b, size_t *len);
 

@@ -14,8 +14,10 @@ command -v systemd-analyze > /dev/null || hm_skip "systemd-analyze not installed
 command -v curl > /dev/null || hm_skip "curl not installed"
 [ -x "$BLD/hybridmoe-server" ] || hm_skip "no $BLD/hybridmoe-server"
 [ -f "$HM_MODEL" ] || hm_skip "no $HM_MODEL"
-# a sanitizer runtime makes system calls of its own (and LeakSanitizer refuses to run traced)
-if ldd "$BLD/hybridmoe-server" 2> /dev/null | grep -qE 'lib(asan|ubsan|tsan)'; then
+# a sanitizer runtime makes system calls of its own (and LeakSanitizer refuses to run traced);
+# gcc links it as a shared library, clang statically (so look for its symbols too)
+if ldd "$BLD/hybridmoe-server" 2> /dev/null | grep -qE 'lib(asan|ubsan|tsan)' ||
+    grep -qaE '__(asan|tsan|ubsan|msan)_[a-z_]+' "$BLD/hybridmoe-server"; then
     hm_skip "sanitizer build: its runtime's system calls are not the server's"
 fi
 # strace needs ptrace, which containers may forbid
