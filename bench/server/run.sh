@@ -297,9 +297,10 @@ cat <<EOF
 ### Against the limit: the engine alone
 
 The engine's decode tokens/s with B sequences stepped together (bench/bench_engine,
-adaptive mode, prompt 32, $maxtok decode steps, best of ${BENCH_ENGINE_REPS:-5}, same model and
-thread count, run just before the server started; its full output is in engine.md) next to the server's generated tokens/s at B connections. The server's
-figure also includes each request's prefill and all HTTP/JSON work.
+adaptive mode, prompt 32, $maxtok decode steps, best of ${BENCH_ENGINE_REPS:-5}, same model
+and thread count, run just before the server started; its full output is in engine.md) next
+to the server's generated tokens/s at B connections. The server's figure also includes each
+request's prefill and all HTTP/JSON work.
 
 | batch = connections | engine decode tokens/s | server, wrk | ratio | server, streaming | ratio |
 |---:|---:|---:|---:|---:|---:|
