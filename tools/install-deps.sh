@@ -6,7 +6,12 @@ PKGS="build-essential autoconf automake libtool pkg-config git curl ca-certifica
 libmicrohttpd-dev libjansson-dev libuv1-dev libopenblas-dev check"
 # extra packages for the test suite (integration and deployment tests)
 if [ "${1:-}" = "--test" ]; then
-    PKGS="$PKGS nodejs npm nginx-light systemd clang libclang-rt-14-dev valgrind wrk strace jq"
+    PKGS="$PKGS nginx-light systemd clang libclang-rt-14-dev valgrind wrk strace jq"
+    # Node.js for the official openai client test: the machine may ship its own (newer) node
+    # and npm outside dpkg, which Debian's npm package would conflict with.
+    if ! command -v npm >/dev/null 2>&1; then
+        PKGS="$PKGS nodejs npm"
+    fi
 fi
 missing=""
 for p in $PKGS; do
