@@ -11,14 +11,39 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "hm/alloc.h"
 #include "hm/buf.h"
 
 #define BAD(e, param, ...) hm_api_error_set((e), HM_AERR_INVALID, (param), __VA_ARGS__)
 #define OOM(e) hm_api_error_set((e), HM_AERR_INTERNAL, NULL, "out of memory")
+
+/* The seed of a request that gives none: a fresh 64-bit value per request, as OpenAI,
+ * vLLM and llama.cpp do (repeated sampled requests differ). splitmix64 of a per-process
+ * counter whose start mixes the clock and the pid: no syscall that a seccomp filter
+ * could refuse, and distinct values for every request of the process. */
+static uint64_t fresh_seed(void)
+{
+    static _Atomic uint64_t counter;
+    static atomic_flag started = ATOMIC_FLAG_INIT;
+    uint64_t z;
+
+    if (!atomic_flag_test_and_set(&started)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        atomic_fetch_add(&counter, ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
+                                       ((uint64_t)getpid() << 32));
+    }
+    z = atomic_fetch_add(&counter, 0x9e3779b97f4a7c15ull) + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
 
 /* Returns the member or NULL when absent or null. */
 static json_t *field(const json_t *o, const char *name)
@@ -477,6 +502,8 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
             goto out;
         }
         r->sp.seed = (uint64_t)json_integer_value(v);
+    } else {
+        r->sp.seed = fresh_seed();
     }
     if (parse_stop(root, r, e) < 0)
         goto out;

@@ -43,6 +43,8 @@ struct hm_config {
     unsigned max_connections;
     unsigned per_ip_connections; /* 0 = unlimited */
     unsigned idle_timeout;   /* seconds of inactivity before MHD closes a connection */
+    unsigned header_timeout; /* seconds to receive a request's line and headers */
+    unsigned body_timeout;   /* seconds to receive a request's body after its headers */
     unsigned request_timeout;/* seconds per generation request; 0 = none */
     unsigned drain_timeout;  /* seconds to finish in-flight requests on SIGTERM */
     unsigned keepalive_interval; /* seconds between SSE keep-alive comments */

@@ -39,6 +39,10 @@ static const struct hm_config_option options[] = {
     OPT(max_connections, UINT, 1, 1000000, "256", "open HTTP connections at most"),
     OPT(per_ip_connections, UINT, 0, 1000000, "0", "connections per client IP; 0 = no limit"),
     OPT(idle_timeout, UINT, 1, 86400, "30", "seconds an idle connection stays open"),
+    OPT(header_timeout, UINT, 1, 86400, "10",
+        "seconds a client may take to send a request's headers (slow clients are cut)"),
+    OPT(body_timeout, UINT, 1, 86400, "30",
+        "seconds a client may take to send a request's body once its headers are in"),
     OPT(request_timeout, UINT, 0, 86400, "600",
         "seconds a generation request may take; 0 = no limit (requests may set timeout_s)"),
     OPT(drain_timeout, UINT, 0, 86400, "30",
@@ -233,24 +237,51 @@ static bool is_space(char ch)
     return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
 }
 
+/* Reads one line (its '\n' dropped) into line[cap]. Returns 1 for a line, 0 at the end of
+ * the file, HM_ERANGE for a line of cap bytes or more (the rest is not read), HM_EINVAL for
+ * a line holding a NUL byte (fgets() could not tell it from the end of the text). */
+static int read_line(FILE *f, char *line, size_t cap)
+{
+    size_t n = 0;
+    bool nul = false;
+    int ch;
+
+    while ((ch = getc(f)) != EOF && ch != '\n') {
+        if (n + 1 >= cap)
+            return HM_ERANGE;
+        if (ch == '\0')
+            nul = true;
+        line[n++] = (char)ch;
+    }
+    line[n] = '\0';
+    if (ch == EOF && n == 0 && !nul)
+        return 0;
+    return nul ? HM_EINVAL : 1;
+}
+
 int hm_config_load_file(struct hm_config *c, const char *path, struct hm_errmsg *em)
 {
     FILE *f = fopen(path, "r");
     char line[4096];
     unsigned lineno = 0;
-    int rc = HM_OK;
+    int rc = HM_OK, got;
 
     if (!f)
         return hm_errmsg_set(em, HM_EIO, "cannot open config file '%s': %s", path,
                              strerror(errno));
-    while (fgets(line, sizeof(line), f)) {
+    while ((got = read_line(f, line, sizeof(line))) != 0) {
         char *p = line, *key, *val, *end;
         struct hm_errmsg sub = { { 0 } };
         const struct hm_config_option *o;
 
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
+        if (got == HM_ERANGE) {
             rc = hm_errmsg_set(em, HM_EINVAL, "%s:%u: line too long", path, lineno);
+            goto out;
+        }
+        if (got == HM_EINVAL) {
+            rc = hm_errmsg_set(em, HM_EINVAL, "%s:%u: NUL byte in the line (not a text file?)",
+                               path, lineno);
             goto out;
         }
         while (is_space(*p))

@@ -80,11 +80,28 @@ static const struct route_row *find_route(const char *url)
 
 static void req_unwatch(struct hm_req *r);
 
+/* The client's address as text ("-" when unknown) into buf[cap]. */
+static void client_address(struct MHD_Connection *conn, char *buf, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    snprintf(buf, cap, "-");
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf,
+                      (socklen_t)cap);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+                      (socklen_t)cap);
+    }
+}
+
 static struct hm_req *req_new(struct hm_server *srv, struct MHD_Connection *conn,
                               const char *method, const char *url)
 {
     struct hm_req *r = hm_calloc(1, sizeof(*r));
-    const union MHD_ConnectionInfo *ci;
 
     if (!r)
         return NULL;
@@ -104,17 +121,7 @@ static struct hm_req *req_new(struct hm_server *srv, struct MHD_Connection *conn
             n--;
         r->path[n] = '\0';
     }
-    snprintf(r->client, sizeof(r->client), "-");
-    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->client,
-                      sizeof(r->client));
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
-                      sizeof(r->client));
-    }
+    client_address(conn, r->client, sizeof(r->client));
     hm_buf_init(&r->body, srv->cfg->body_limit);
     hm_buf_init(&r->out, (size_t)64 << 20);
     r->next = srv->reqs;
@@ -364,6 +371,64 @@ int hm_req_start_stream(struct hm_req *r)
     return queue(r, 200, resp);
 }
 
+/* ---- header and body deadlines (slow clients) ---------------------------------------
+ * MHD's connection timeout is an inactivity timeout: a client sending a byte every few
+ * seconds never trips it, and the access handler is not called before the headers are
+ * complete. So every connection (NOTIFY_CONNECTION) records the phase of its current
+ * request and that phase's deadline:
+ *   headers  header_timeout from the accept; on a kept-alive connection from the end of
+ *            the previous request, plus idle_timeout (MHD cannot tell us when the next
+ *            request's first byte arrives, and its idle timeout governs the wait for it);
+ *   body     body_timeout from the end of the headers (the handler's first call);
+ *   busy     the request is complete: waiting for the engine or sending a response,
+ *            never cut here (request_timeout and the idle timeout apply).
+ * The 1 s tick shuts down the socket of a connection past its deadline; MHD then reads
+ * EOF and closes the connection at its next run (the fd itself stays MHD's). */
+
+static struct hm_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Enters phase ph; the deadline is seconds from now (headers and body phases). */
+static void conn_enter(struct MHD_Connection *conn, enum hm_conn_phase ph, uint64_t seconds)
+{
+    struct hm_conn *hc = conn_of(conn);
+
+    if (!hc)
+        return;
+    hc->phase = ph;
+    hc->deadline_ns = hm_now_ns() + seconds * 1000000000ull;
+}
+
+unsigned hm_http_cut_slow(struct hm_server *srv, uint64_t now_ns)
+{
+    unsigned n = 0;
+
+    for (struct hm_conn *hc = srv->conns; hc; hc = hc->next) {
+        const union MHD_ConnectionInfo *ci;
+        char client[64];
+
+        if (hc->cut || hc->phase == HM_CP_BUSY || now_ns < hc->deadline_ns)
+            continue;
+        ci = MHD_get_connection_info(hc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            continue;
+        hc->cut = true;
+        client_address(hc->conn, client, sizeof(client));
+        hm_log(HM_LOG_INFO, "%s: request %s not received within %u s; closing the connection",
+               client, hc->phase == HM_CP_HEADERS ? "headers" : "body",
+               hc->phase == HM_CP_HEADERS ? srv->cfg->header_timeout : srv->cfg->body_timeout);
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        srv->metrics.slow_clients_cut++;
+        n++;
+    }
+    return n;
+}
+
 /* ---- the access handler --------------------------------------------------------- */
 
 static bool auth_ok(struct hm_req *r, const struct route_row *rt)
@@ -560,6 +625,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         *con_cls = r;
         r->state = HM_RS_RESPONDED; /* unless first_call wants the body */
         first_call(r);
+        if (r->state == HM_RS_BODY || r->state == HM_RS_DISCARD)
+            conn_enter(conn, HM_CP_BODY, srv->cfg->body_timeout);
+        else
+            conn_enter(conn, HM_CP_BUSY, 0);
         return MHD_YES;
     }
     switch (r->state) {
@@ -570,6 +639,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             *upload_data_size = 0;
             return MHD_YES;
         }
+        conn_enter(conn, HM_CP_BUSY, 0);
         r->state = HM_RS_RESPONDED;
         final_call(r);
         return MHD_YES;
@@ -591,6 +661,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             *upload_data_size = 0;
             return MHD_YES;
         }
+        conn_enter(conn, HM_CP_BUSY, 0);
         r->state = HM_RS_RESPONDED;
         hm_req_respond_error(r, &r->err);
         return MHD_YES;
@@ -608,7 +679,10 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct hm_req *r = *con_cls;
     struct hm_access a;
 
-    (void)conn;
+    /* a kept-alive connection now waits for its next request (see "deadlines") */
+    if (conn)
+        conn_enter(conn, HM_CP_HEADERS,
+                   (uint64_t)srv->cfg->header_timeout + srv->cfg->idle_timeout);
     if (!r)
         return;
     *con_cls = NULL;
@@ -637,13 +711,36 @@ static void connection_cb(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode toe)
 {
     struct hm_server *srv = cls;
+    struct hm_conn *hc = *socket_context;
 
-    (void)conn;
-    (void)socket_context;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         srv->metrics.connections_open++;
-    else if (srv->metrics.connections_open)
+        /* without memory the connection is only left untracked (no deadlines) */
+        hc = hm_calloc(1, sizeof(*hc));
+        if (!hc)
+            return;
+        hc->conn = conn;
+        hc->phase = HM_CP_HEADERS;
+        hc->deadline_ns = hm_now_ns() + (uint64_t)srv->cfg->header_timeout * 1000000000ull;
+        hc->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = hc;
+        srv->conns = hc;
+        *socket_context = hc;
+        return;
+    }
+    if (srv->metrics.connections_open)
         srv->metrics.connections_open--;
+    if (!hc)
+        return;
+    *socket_context = NULL;
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        srv->conns = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    hm_free(hc);
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)

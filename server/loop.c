@@ -1,6 +1,7 @@
 /*
  * loop.c - the libuv side of the server: the batcher doorbell (uv_async_t), signals,
- * the 1-second tick (SSE keep-alives, drain progress, systemd watchdog) and shutdown.
+ * the 1-second tick (SSE keep-alives, drain progress, systemd watchdog, slow clients past
+ * header_timeout / body_timeout) and shutdown.
  *
  * DESIGN
  * The loop thread owns all handles. The batcher's notify callback is uv_async_send
@@ -151,6 +152,7 @@ static void tick_cb(uv_timer_t *t)
             }
         }
     }
+    hm_http_cut_slow(srv, now); /* header_timeout / body_timeout; MHD closes them now */
     hm_http_run(srv);
 }
 

@@ -120,6 +120,9 @@ int hm_metrics_render(const struct hm_metrics *m, const struct hm_batcher_stats 
                                (unsigned long long)m->requests_by_status[s]);
     G("counter", "requests_cancelled_total", "Requests whose client went away.",
       m->requests_cancelled);
+    G("counter", "slow_clients_closed_total",
+      "Connections closed because their request headers or body exceeded header_timeout or "
+      "body_timeout.", m->slow_clients_cut);
     G("counter", "requests_rejected_total", "Requests rejected because the queue was full.",
       m->rejected_overload);
     G("counter", "prompt_tokens_total", "Prompt tokens processed.", bs->prompt_tokens);

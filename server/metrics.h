@@ -43,6 +43,7 @@ struct hm_metrics {
     uint64_t requests_cancelled;          /* client went away mid-request */
     uint64_t rejected_overload;           /* 503/429 from admission */
     uint64_t connections_open;
+    uint64_t slow_clients_cut;            /* closed by header_timeout / body_timeout */
     struct hm_hist ttft, itl, e2e, queue;
 };
 

@@ -50,6 +50,24 @@ enum hm_req_state {
                         * dropped, the error answered at the final call (keep-alive) */
 };
 
+/* Where a connection's current request is, for header_timeout / body_timeout. */
+enum hm_conn_phase {
+    HM_CP_HEADERS,     /* waiting for (or reading) a request line and headers */
+    HM_CP_BODY,        /* headers in, reading the body */
+    HM_CP_BUSY,        /* request received: waiting for the engine or sending the response;
+                        * never cut by the header/body deadlines */
+};
+
+/* One open connection (MHD's socket_context), from NOTIFY_CONNECTION STARTED to CLOSED
+ * (loop thread). Owned by srv->conns. */
+struct hm_conn {
+    struct MHD_Connection *conn;
+    struct hm_conn *prev, *next;   /* srv->conns */
+    enum hm_conn_phase phase;
+    uint64_t deadline_ns;          /* of the header or body phase */
+    bool cut;                      /* shut down for a passed deadline */
+};
+
 /* Per-choice accumulation (loop thread). */
 struct hm_choice {
     struct hm_buf text;        /* non-stream: the whole text */
@@ -126,6 +144,7 @@ struct hm_server {
     int exit_code;
 
     struct hm_req *reqs;           /* every live request */
+    struct hm_conn *conns;         /* every open connection */
     unsigned n_gen_active;         /* generation requests not yet finished */
     unsigned pending_jobs, pending_seqs, running_seqs; /* loop-side admission view */
     uint64_t next_id;
@@ -158,6 +177,9 @@ int hm_req_respond_text(struct hm_req *r, unsigned status, const char *ctype, co
 /* Starts an SSE response (200, text/event-stream); r->out is the send buffer. */
 int hm_req_start_stream(struct hm_req *r);
 void hm_req_unref(struct hm_req *r);
+/* Closes connections whose request headers or body take longer than header_timeout /
+ * body_timeout (called by the 1 s tick). Returns how many were cut. */
+unsigned hm_http_cut_slow(struct hm_server *srv, uint64_t now_ns);
 
 /* api_generate.c */
 void hm_api_generate(struct hm_req *r);                /* final call of a POST */

@@ -205,6 +205,34 @@ START_TEST(bad_file)
     ck_assert_int_eq(hm_config_load_file(c, path, &em), HM_EINVAL);
     ck_assert_ptr_nonnull(strstr(em.text, "unknown option 'bogus'"));
     unlink(path);
+    {
+        /* a NUL byte is named as such, at its line (fgets() saw a line without '\n') */
+        static const char bin[] = "port 8080\n\0\xff\xfe port 1\n";
+        FILE *f;
+        path = write_tmp("");
+        f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(bin, 1, sizeof(bin) - 1, f), sizeof(bin) - 1);
+        fclose(f);
+        ck_assert_int_eq(hm_config_load_file(c, path, &em), HM_EINVAL);
+        ck_assert_msg(strstr(em.text, ":2: NUL byte") != NULL, "%s", em.text);
+        unlink(path);
+    }
+    {
+        /* a line of 5000 bytes is too long; the last line may lack its '\n' */
+        char *big = malloc(5001);
+        memset(big, 'x', 5000);
+        big[5000] = '\0';
+        path = write_tmp(big);
+        free(big);
+        ck_assert_int_eq(hm_config_load_file(c, path, &em), HM_EINVAL);
+        ck_assert_msg(strstr(em.text, ":1: line too long") != NULL, "%s", em.text);
+        unlink(path);
+        path = write_tmp("# no newline at the end\nqueue_size 7");
+        ck_assert_int_eq(hm_config_load_file(c, path, &em), HM_OK);
+        ck_assert_uint_eq(c->queue_size, 7);
+        unlink(path);
+    }
     hm_config_free(c);
 }
 END_TEST

@@ -110,6 +110,30 @@ START_TEST(defaults_and_nulls)
 }
 END_TEST
 
+/* No seed (or null): a fresh random seed per request, so repeated sampled requests differ
+ * (OpenAI, vLLM, llama.cpp); a given seed is kept as is. */
+START_TEST(absent_seed_is_fresh)
+{
+    uint64_t seeds[8];
+
+    for (int i = 0; i < 8; i++) {
+        struct hm_gen_request *r =
+            ok(i % 2 ? "{\"prompt\":\"x\"}" : "{\"prompt\":\"x\",\"seed\":null}",
+               HM_API_COMPLETIONS);
+        seeds[i] = r->sp.seed;
+        for (int j = 0; j < i; j++)
+            ck_assert_msg(seeds[j] != seeds[i], "requests %d and %d got seed %llu", j, i,
+                          (unsigned long long)seeds[i]);
+        hm_gen_request_free(r);
+    }
+    for (int i = 0; i < 2; i++) {
+        struct hm_gen_request *r = ok("{\"prompt\":\"x\",\"seed\":0}", HM_API_COMPLETIONS);
+        ck_assert_uint_eq(r->sp.seed, 0);
+        hm_gen_request_free(r);
+    }
+}
+END_TEST
+
 START_TEST(prompt_forms)
 {
     struct hm_gen_request *r;
@@ -463,6 +487,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, completions_full);
     tcase_add_test(tc, defaults_and_nulls);
+    tcase_add_test(tc, absent_seed_is_fresh);
     tcase_add_test(tc, prompt_forms);
     tcase_add_test(tc, chat_forms);
     tcase_add_test(tc, tokenize_bodies);

@@ -744,12 +744,14 @@ START_TEST(request_timeout)
     json_t *j, *ev, *last;
 
     /* 250 steps of >= 4 ms cannot finish in 0.2 s */
-    j = http_json("/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":250,\"timeout_s\":0.2}",
-                  504);
+    j = http_json("/v1/completions",
+                  "{\"prompt\":\"a\",\"max_tokens\":250,\"ignore_eos\":true,"
+                  "\"timeout_s\":0.2}", 504);
     ck_assert_str_eq(jstr(json_object_get(j, "error"), "code"), "timeout");
     json_decref(j);
     http("POST", "/v1/completions", NULL,
-         "{\"prompt\":\"a\",\"max_tokens\":250,\"timeout_s\":0.2,\"stream\":true}", &r);
+         "{\"prompt\":\"a\",\"max_tokens\":250,\"ignore_eos\":true,\"timeout_s\":0.2,"
+         "\"stream\":true}", &r);
     ck_assert_int_eq(r.status, 200);
     ev = sse_events(r.body); /* ends with [DONE] */
     last = json_array_get(ev, json_array_size(ev) - 1);
@@ -1613,7 +1615,8 @@ START_TEST(disconnect_frees_slot)
 {
     char buf[8192];
     int fd = send_request("POST", "/v1/completions", NULL,
-                          "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true,"
+                          "{\"prompt\":\"a\",\"max_tokens\":250,\"ignore_eos\":true,"
+                          "\"stream\":true,"
                           "\"logit_bias\":{\"97\":100}}");
     double cancelled0 = metric("hybridmoe_requests_cancelled_total");
     double generated0 = metric("hybridmoe_generated_tokens_total");
@@ -1638,7 +1641,8 @@ START_TEST(full_queue_503)
     char buf[8192];
     /* A holds the only running slot, B waits in the one queue place, C is refused */
     int a = send_request("POST", "/v1/completions", NULL,
-                         "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true}");
+                         "{\"prompt\":\"a\",\"max_tokens\":250,\"ignore_eos\":true,"
+                         "\"stream\":true}");
     int b;
     struct resp r;
 
@@ -1669,7 +1673,8 @@ START_TEST(keepalive_while_queued)
 {
     char buf[16384];
     int a = send_request("POST", "/v1/completions", NULL,
-                         "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true}");
+                         "{\"prompt\":\"a\",\"max_tokens\":250,\"ignore_eos\":true,"
+                         "\"stream\":true}");
     int b;
 
     read_until(a, "data: ", buf, sizeof(buf));
@@ -1698,7 +1703,7 @@ START_TEST(nonstream_disconnect)
      * with 20 ms steps, a check on the 1-second tick would let ~25 more tokens through
      * on average, an immediate cancel one or two. */
     int fd = send_request("POST", "/v1/completions", NULL,
-                          "{\"prompt\":\"a\",\"max_tokens\":250}");
+                          "{\"prompt\":\"a\",\"max_tokens\":250,\"ignore_eos\":true}");
     double g0, g1;
 
     for (int i = 0; i < 300 && metric("hybridmoe_running_sequences") != 1; i++)
@@ -1820,7 +1825,8 @@ START_TEST(sigterm_drains)
     /* started here, not in a fixture: this process must be its parent to reap it */
     server_start("--debug_step_delay_ms", "10", NULL);
     a = send_request("POST", "/v1/completions", NULL,
-                         "{\"prompt\":\"a\",\"max_tokens\":120,\"stream\":true}");
+                         "{\"prompt\":\"a\",\"max_tokens\":120,\"ignore_eos\":true,"
+                         "\"stream\":true}");
 
     read_until(a, "data: ", buf, sizeof(buf));
     kill(srv_pid, SIGTERM);

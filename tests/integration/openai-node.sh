@@ -190,7 +190,7 @@ assert.equal(susage.completion_tokens, st.usage.completion_tokens);
 // an error after the stream began (the request's deadline) surfaces from the iterator
 await assert.rejects((async () => {
   const s = await client.completions.create({ model: 'tiny', prompt: 'a', max_tokens: 250,
-    stream: true, timeout_s: 0.05 });
+    stream: true, timeout_s: 0.05, ignore_eos: true });
   for await (const _ of s) { /* drain */ }
 })(), (e) => e instanceof OpenAI.APIError);
 

@@ -24,11 +24,11 @@ launch() {
     for i in $(seq "$N"); do
         if [ $((i % 2)) = 0 ]; then
             curl -s -N -o "$REL_TMP/$tag-$i" -w '%{http_code}' --max-time 60 -H "$J" \
-                -d '{"prompt":"Once upon a time","max_tokens":'"$mt"',"stream":true}' \
+                -d '{"prompt":"Once upon a time","max_tokens":'"$mt"',"ignore_eos":true,"stream":true}' \
                 "$URL/v1/completions" >"$REL_TMP/$tag-$i.code" 2>/dev/null &
         else
             curl -s -o "$REL_TMP/$tag-$i" -w '%{http_code}' --max-time 60 -H "$J" \
-                -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":'"$mt"'}' \
+                -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":'"$mt"',"ignore_eos":true}' \
                 "$URL/v1/chat/completions" >"$REL_TMP/$tag-$i.code" 2>/dev/null &
         fi
         LAUNCHED+=($!)

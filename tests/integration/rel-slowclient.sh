@@ -1,19 +1,24 @@
 #!/bin/bash
-# rel-slowclient.sh - slow and stalled clients against hybridmoe-server (idle_timeout 2 s):
+# rel-slowclient.sh - slow and stalled clients against hybridmoe-server (idle_timeout 2 s,
+# header_timeout 3 s, body_timeout 3 s):
 #  * clients that stop in the middle of the headers or of the body are disconnected by the
 #    idle timeout (checked: closed within idle_timeout + 4 s);
-#  * clients that send a whole request one byte at a time (every 0.05 s; 0.3 s in the long
-#    version, so never idle for long) do not delay others: while they are connected, normal
-#    completions keep succeeding; each trickled request gets its 200 in the end;
+#  * clients that trickle a request one byte at a time (every 0.3 s, so never idle) are cut
+#    by the total deadlines: one trickling its headers within header_timeout + 3 s, one
+#    trickling its body (headers sent at once) within body_timeout + 3 s - closed, or 408;
+#  * while they are connected, normal completions keep succeeding promptly, and a stream
+#    that lasts longer than both deadlines is not cut (it was fully received);
 #  * 100 connections that open and say nothing do not stop normal requests.
-# libmicrohttpd's timeout is an inactivity timeout: a client sending a byte every
-# (timeout - 1) s is not cut by it (see docs/reliability.md; front it with nginx for that).
-# HM_LONG_TESTS=1: more and slower clients.
+# HM_LONG_TESTS=1: more tricklers and normal requests.
 . "$(dirname "$0")/rel-lib.sh"
 rel_need
 rel_watchdog $([ "$REL_LONG" = 1 ] && echo 600 || echo 120)
 IDLE=2
-rel_start --idle-timeout $IDLE --max-connections 512 || { rel_fail "server start"; rel_done; }
+HDR_T=3
+BODY_T=3
+# 20 ms steps: the 150-token stream below lasts about 3 s or more, past both deadlines
+rel_start --idle-timeout $IDLE --header-timeout $HDR_T --body-timeout $BODY_T \
+    --max-connections 512 --debug-step-delay-ms 20 || { rel_fail "server start"; rel_done; }
 
 now_ms() { date +%s%3N; }
 
@@ -35,20 +40,30 @@ stall_client() {
     REL_PIDS+=($!)
 }
 
-# trickle_client NAME TEXT DELAY: sends TEXT one byte at a time, DELAY s apart; then
-# reads the answer. Writes "status <code>" or "closed after <n> bytes" to NAME.t
+# trickle_client NAME HEAD TEXT DELAY: sends HEAD at once, then TEXT one byte at a time,
+# DELAY s apart, while reading. Writes "<ms until the server closed> <first status or
+# closed>" to NAME.t ("open" when still open after 30 s).
 trickle_client() {
-    local name=$1 text=$2 delay=$3
+    local name=$1 head=$2 text=$3 delay=$4
     (
         trap '' PIPE
         exec 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 1
-        local i n=${#text}
+        local i n=${#text} t0 st
+        t0=$(now_ms)
+        ( if timeout 30 cat <&3 >"$REL_TMP/$name.resp"; then
+              echo $(( $(now_ms) - t0 )) >"$REL_TMP/$name.end"
+          else
+              echo open >"$REL_TMP/$name.end"
+          fi ) &
+        printf '%b' "$head" >&3 2>/dev/null
         for ((i = 0; i < n; i++)); do
-            printf '%s' "${text:i:1}" >&3 2>/dev/null || { echo "closed after $i bytes" >"$REL_TMP/$name.t"; exit 0; }
+            [ -e "$REL_TMP/$name.end" ] && break
+            printf '%s' "${text:i:1}" >&3 2>/dev/null || break
             sleep "$delay"
         done
-        timeout 20 cat <&3 >"$REL_TMP/$name.resp"
-        echo "status $(head -n 1 "$REL_TMP/$name.resp" | cut -d' ' -f2 | tr -d '\r')" >"$REL_TMP/$name.t"
+        wait
+        st=$(head -n 1 "$REL_TMP/$name.resp" | cut -d' ' -f2 | tr -d '\r')
+        echo "$(cat "$REL_TMP/$name.end") ${st:-closed}" >"$REL_TMP/$name.t"
     ) &
     REL_PIDS+=($!)
 }
@@ -60,15 +75,24 @@ hdr="POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applicati
 stall_client stall-hdr 'POST /v1/completions HTTP/1.1\r\nHost: 127'
 stall_client stall-body "${hdr}{\"prompt\":"
 stall_client stall-nothing ''
-# 2. tricklers, headers and body one byte at a time
+# 2. tricklers (0.3 s a byte: never idle), half in the headers, half in the body
 ntrickle=4
 [ "$REL_LONG" = 1 ] && ntrickle=20
-delay=0.05
-[ "$REL_LONG" = 1 ] && delay=0.3
+delay=0.3
 request=$(printf '%b%s' "$hdr" "$body") # body last: $(...) keeps the header's \r\n
 for i in $(seq "$ntrickle"); do
-    trickle_client "trickle-$i" "$request" "$delay"
+    if [ $((i % 2)) = 1 ]; then
+        trickle_client "trickle-hdr-$i" '' "$request" "$delay"
+    else
+        trickle_client "trickle-body-$i" "$hdr" "$body" "$delay"
+    fi
 done
+# a stream that outlasts both deadlines: received at once, so never cut by them
+curl -s -N -o "$REL_TMP/long-stream" --max-time 60 -H 'Content-Type: application/json' \
+    -d '{"prompt":"a","max_tokens":150,"ignore_eos":true,"stream":true}' \
+    "$URL/v1/completions" &
+long_pid=$!
+REL_PIDS+=("$long_pid")
 # 3. idle connections
 nidle=100
 for i in $(seq "$nidle"); do
@@ -88,6 +112,8 @@ done
 t1=$(now_ms)
 rel_log "$okc/$ngood normal completions while $ntrickle tricklers, 3 stalled and $nidle idle clients were connected ($((t1 - t0)) ms)"
 rel_check "every normal request succeeded" test "$okc" = "$ngood"
+rel_check "normal requests served promptly (under 1 s each on average)" \
+    test $((t1 - t0)) -lt $((ngood * 1000))
 
 # wait for the stalled ones and the tricklers
 for f in stall-hdr stall-body stall-nothing; do
@@ -101,12 +127,25 @@ for f in stall-hdr stall-body stall-nothing; do
 done
 deadline=$((SECONDS + 60))
 for i in $(seq "$ntrickle"); do
-    while [ ! -s "$REL_TMP/trickle-$i.t" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    f=$REL_TMP/trickle-hdr-$i.t
+    [ $((i % 2)) = 0 ] && f=$REL_TMP/trickle-body-$i.t
+    while [ ! -s "$f" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 done
-ttr=$(cat "$REL_TMP"/trickle-*.t 2>/dev/null | sort | uniq -c | tr -s ' ' | tr '\n' ';')
-rel_log "tricklers (1 byte / $delay s): $ttr"
-rel_check "every trickler got its completion (200)" \
-    test "$(cat "$REL_TMP"/trickle-*.t 2>/dev/null | grep -c '^status 200$')" = "$ntrickle"
+for f in "$REL_TMP"/trickle-*.t; do
+    name=$(basename "$f" .t)
+    read -r ms st <"$f"
+    rel_log "$name (1 byte / $delay s): $ms ms, $st"
+    limit=$HDR_T
+    case $name in trickle-body-*) limit=$BODY_T ;; esac
+    rel_check "$name cut (closed or 408), not served" test "$st" = closed -o "$st" = 408
+    rel_check "$name cut within $limit + 3 s" test "$ms" != open -a "${ms:-999999}" -le $(( (limit + 3) * 1000 ))
+done
+wait "$long_pid"
+rel_check "the long stream was not cut (complete, [DONE])" rel_is_stream "$REL_TMP/long-stream"
+rel_check "the long stream ran to its length" grep -q '"finish_reason":"length"' "$REL_TMP/long-stream"
+closed=$(rel_metric hybridmoe_slow_clients_closed_total)
+rel_log "slow clients closed (metric): $closed"
+rel_check "metric counts the cut tricklers" test "${closed:-0}" -ge "$ntrickle"
 rel_check "server alive" kill -0 "$SRV_PID"
 rel_check "/health ok" test "$(rel_req "$REL_TMP/h" "$URL/health")" = 200
 open=$(rel_metric hybridmoe_open_connections)

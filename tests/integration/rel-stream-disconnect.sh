@@ -27,11 +27,11 @@ round() {
         [ $((i % 4)) = 0 ] && t=$(( RANDOM % 2000 + 50 )) # a quarter up to 2 s
         if [ $((i % 2)) = 0 ]; then
             curl -s -N --max-time "$(printf '%d.%03d' $((t / 1000)) $((t % 1000)))" -H "$J" \
-                -d '{"prompt":"Once upon a time","max_tokens":'"$m"',"stream":true}' \
+                -d '{"prompt":"Once upon a time","max_tokens":'"$m"',"ignore_eos":true,"stream":true}' \
                 "$URL/v1/completions" >"$REL_TMP/s$r-$i.out" 2>/dev/null &
         else
             curl -s -N --max-time "$(printf '%d.%03d' $((t / 1000)) $((t % 1000)))" -H "$J" \
-                -d '{"messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":'"$m"',"stream":true}' \
+                -d '{"messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":'"$m"',"ignore_eos":true,"stream":true}' \
                 "$URL/v1/chat/completions" >"$REL_TMP/s$r-$i.out" 2>/dev/null &
         fi
         pids+=($!)
