@@ -87,24 +87,6 @@ struct trainer {
     uint32_t merge_no; /* 1 + index of the current merge */
 };
 
-static uint64_t hbytes(const uint8_t *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h ^ (h >> 29);
-}
-
-static uint64_t hkey(uint64_t k)
-{
-    k *= 0x9e3779b97f4a7c15ull;
-    return k ^ (k >> 31);
-}
-
 /* Returns array p (elements of sz bytes, capacity *cap) grown to hold need >= 1
  * elements, updating *cap; or NULL on failure, p being unchanged and still owned. */
 static void *grow(void *p, size_t sz, size_t need, size_t *cap)
@@ -133,7 +115,7 @@ static void *grow(void *p, size_t sz, size_t need, size_t *cap)
 
 static int32_t tok_find(const struct trainer *tr, const uint8_t *s, size_t n)
 {
-    uint32_t i = (uint32_t)hbytes(s, n) & tr->tmask, v;
+    uint32_t i = (uint32_t)hm__hash_bytes(s, n) & tr->tmask, v;
 
     while ((v = tr->tmap[i]) != 0) {
         const struct tok *t = &tr->toks[v - 1];
@@ -165,7 +147,7 @@ static int tok_add(struct trainer *tr, const uint8_t *a, size_t na, const uint8_
     *id = tr->n_toks++;
     tr->toks[*id].off = (uint32_t)off;
     tr->toks[*id].len = (uint32_t)(na + nb);
-    i = (uint32_t)hbytes(tr->bytes + off, na + nb) & tr->tmask;
+    i = (uint32_t)hm__hash_bytes(tr->bytes + off, na + nb) & tr->tmask;
     while (tr->tmap[i] != 0)
         i = (i + 1) & tr->tmask;
     tr->tmap[i] = *id + 1;
@@ -181,7 +163,7 @@ static uint32_t pair_get(struct trainer *tr, uint32_t a, uint32_t b, bool create
     uint32_t i, v, j, *nm, nmask;
 
     *rc = HM_OK;
-    i = (uint32_t)hkey(key) & tr->pmask;
+    i = (uint32_t)hm__hash_u64(key) & tr->pmask;
     while ((v = tr->pmap[i]) != 0) {
         if (tr->pairs[v - 1].key == key)
             return v - 1;
@@ -197,7 +179,7 @@ static uint32_t pair_get(struct trainer *tr, uint32_t a, uint32_t b, bool create
             return UINT32_MAX;
         }
         for (j = 0; j < tr->n_pairs; j++) {
-            i = (uint32_t)hkey(tr->pairs[j].key) & nmask;
+            i = (uint32_t)hm__hash_u64(tr->pairs[j].key) & nmask;
             while (nm[i] != 0)
                 i = (i + 1) & nmask;
             nm[i] = j + 1;
@@ -205,7 +187,7 @@ static uint32_t pair_get(struct trainer *tr, uint32_t a, uint32_t b, bool create
         hm_free(tr->pmap);
         tr->pmap = nm;
         tr->pmask = nmask;
-        i = (uint32_t)hkey(key) & nmask;
+        i = (uint32_t)hm__hash_u64(key) & nmask;
         while (tr->pmap[i] != 0)
             i = (i + 1) & nmask;
     }
@@ -330,7 +312,7 @@ static int add_word(struct trainer *tr, size_t off, size_t n)
 {
     void *grow_tmp;
     const uint8_t *s = tr->text + off;
-    uint32_t i = (uint32_t)hbytes(s, n) & tr->wmask, v, j, *nm, nmask;
+    uint32_t i = (uint32_t)hm__hash_bytes(s, n) & tr->wmask, v, j, *nm, nmask;
     struct word *wd;
     int rc;
 
@@ -367,7 +349,7 @@ static int add_word(struct trainer *tr, size_t off, size_t n)
         if (!nm)
             return HM_ENOMEM;
         for (j = 0; j < tr->n_words; j++) {
-            i = (uint32_t)hbytes(tr->text + tr->wtext[j], tr->words[j].len) & nmask;
+            i = (uint32_t)hm__hash_bytes(tr->text + tr->wtext[j], tr->words[j].len) & nmask;
             while (nm[i] != 0)
                 i = (i + 1) & nmask;
             nm[i] = j + 1;

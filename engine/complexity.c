@@ -48,11 +48,9 @@ static const uint8_t *token_bytes(const struct hm_model *m, int32_t id, size_t *
     return hm_tokenizer_token_bytes(m->tok, id, len);
 }
 
-/* Columns [k0, k0 + n) of row r of W as f32 (n <= CHUNK, k0 a multiple of CHUNK):
- * a pointer into W for f32, else dst filled. A row outside W (an invalid token id)
- * reads as zeros. */
-static const float *row_chunk(const struct hm_mat *W, int64_t r, uint32_t k0, uint32_t n,
-                              float *dst)
+/* Declared in internal.h (n <= CHUNK). */
+const float *hm__mat_row_chunk(const struct hm_mat *W, int64_t r, uint32_t k0, uint32_t n,
+                               float *dst)
 {
     const uint8_t *row;
 
@@ -149,14 +147,14 @@ static double density(const struct hm_model *m, const int32_t *w, uint32_t n)
         const float *x;
 
         for (i = 0; i < n; i++) {
-            x = row_chunk(E, w[i], k0, nk, tmp);
+            x = hm__mat_row_chunk(E, w[i], k0, nk, tmp);
             for (k = 0; k < nk; k++)
                 mu[k] += (double)x[k];
         }
         for (k = 0; k < nk; k++)
             mu[k] /= (double)n;
         for (i = 0; i < n; i++) {
-            x = row_chunk(E, w[i], k0, nk, tmp);
+            x = hm__mat_row_chunk(E, w[i], k0, nk, tmp);
             if (nk == CHUNK) /* constant trip count: vectorizes, same per-column order */
                 sq_sums(pn, pd, x, mu, CHUNK);
             else

@@ -889,14 +889,25 @@ static int get_kv(const struct hm_gguf *g, const char *key, const struct kv **kv
     return HM_OK;
 }
 
-int hm_gguf_get_u64(const struct hm_gguf *g, const char *key, uint64_t *out)
+/* The integer value of key as sign and magnitude: HM_ENOENT, HM_EFORMAT (not an integer). */
+static int get_int(const struct hm_gguf *g, const char *key, bool *neg, uint64_t *mag)
 {
     const struct kv *kv;
-    bool neg;
-    uint64_t mag;
     if (get_kv(g, key, &kv) < 0)
         return HM_ENOENT;
-    if (!kv_int(kv, &neg, &mag) || neg)
+    if (!kv_int(kv, neg, mag))
+        return HM_EFORMAT;
+    return HM_OK;
+}
+
+int hm_gguf_get_u64(const struct hm_gguf *g, const char *key, uint64_t *out)
+{
+    bool neg;
+    uint64_t mag;
+    int rc = get_int(g, key, &neg, &mag);
+    if (rc < 0)
+        return rc;
+    if (neg)
         return HM_EFORMAT;
     *out = mag;
     return HM_OK;
@@ -916,13 +927,11 @@ int hm_gguf_get_u32(const struct hm_gguf *g, const char *key, uint32_t *out)
 
 int hm_gguf_get_i64(const struct hm_gguf *g, const char *key, int64_t *out)
 {
-    const struct kv *kv;
     bool neg;
     uint64_t mag;
-    if (get_kv(g, key, &kv) < 0)
-        return HM_ENOENT;
-    if (!kv_int(kv, &neg, &mag))
-        return HM_EFORMAT;
+    int rc = get_int(g, key, &neg, &mag);
+    if (rc < 0)
+        return rc;
     if (neg) {
         if (mag > (uint64_t)INT64_MAX + 1)
             return HM_EFORMAT;

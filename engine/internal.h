@@ -39,6 +39,11 @@ void hm__complexity_features(const struct hm_model *m, const int32_t *tokens, ui
 float hm__complexity_from_features(const struct hm_model *m, const float f[4]);
 /* Convenience: features + combination for position t. */
 float hm__complexity_at(const struct hm_model *m, const int32_t *tokens, uint32_t t);
+/* Columns [k0, k0 + n) of row r of W as f32 (n <= 32, k0 a multiple of 32, the q8_0
+ * block): a pointer into W for f32, else dst (n floats) filled. A row outside W (an
+ * invalid token id) or a W without data reads as zeros. Shared with multiscale.c. */
+const float *hm__mat_row_chunk(const struct hm_mat *W, int64_t r, uint32_t k0, uint32_t n,
+                               float *dst);
 
 /* ---- Cross-scale state (engine/multiscale.c, spec 6, 12.2, 12.10, 12.12) ----------
  * Per session. Tracks the current phrase and sentence (running sums of raw embedding

@@ -139,24 +139,6 @@ void hm__xs_free(struct hm__xs_state *xs)
     hm_free(xs);
 }
 
-/* Columns [k0, k0 + n) of row r of W as f32 (n <= CHUNK, k0 a multiple of CHUNK).
- * Returns a pointer into W for f32, else dst filled. A row outside W reads as zeros. */
-static const float *row_chunk(const struct hm_mat *W, int64_t r, uint32_t k0, uint32_t n,
-                              float *dst)
-{
-    const uint8_t *row;
-
-    if (r < 0 || r >= (int64_t)W->rows) {
-        memset(dst, 0, n * sizeof(*dst));
-        return dst;
-    }
-    row = (const uint8_t *)W->data + (size_t)r * W->row_bytes;
-    if (W->type == HM_DTYPE_F32)
-        return (const float *)(const void *)(row + (size_t)k0 * sizeof(float));
-    hm_dequantize_row(W->type, row + hm_dtype_row_bytes(W->type, k0), dst, n);
-    return dst;
-}
-
 /* y = W x (W->rows outputs): the engine's batch-invariant matmul, single-threaded. */
 static void matvec(const struct hm_mat *W, const float *x, float *y)
 {
@@ -172,7 +154,7 @@ static void add_embedding(const struct hm_model *m, int32_t token, float *sum_a,
 
     for (k0 = 0; k0 < d; k0 += CHUNK) {
         uint32_t n = d - k0 < CHUNK ? d - k0 : CHUNK;
-        const float *e = row_chunk(&m->tok_embd, token, k0, n, tmp);
+        const float *e = hm__mat_row_chunk(&m->tok_embd, token, k0, n, tmp);
 
         for (k = 0; k < n; k++) {
             sum_a[k0 + k] += e[k];

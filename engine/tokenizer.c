@@ -92,25 +92,6 @@ struct hm_tokenizer {
 
 /* ---- Hashing ------------------------------------------------------------------------ */
 
-static uint64_t hash_bytes(const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_pair(uint64_t key)
-{
-    key *= 0x9e3779b97f4a7c15ull;
-    return key ^ (key >> 31);
-}
-
 static uint32_t table_size(uint64_t n)
 {
     uint32_t cap = 16;
@@ -121,7 +102,7 @@ static uint32_t table_size(uint64_t n)
 
 static int32_t map_find(const struct hm_tokenizer *t, const void *text, size_t len)
 {
-    uint32_t i = (uint32_t)hash_bytes(text, len) & t->map_mask, id;
+    uint32_t i = (uint32_t)hm__hash_bytes(text, len) & t->map_mask, id;
 
     while ((id = t->map[i]) != 0) {
         id--;
@@ -136,7 +117,7 @@ static int32_t map_find(const struct hm_tokenizer *t, const void *text, size_t l
 static void map_insert(struct hm_tokenizer *t, uint32_t id)
 {
     const char *text = t->text_pool + t->text_off[id];
-    uint32_t len = t->text_len[id], i = (uint32_t)hash_bytes(text, len) & t->map_mask, o;
+    uint32_t len = t->text_len[id], i = (uint32_t)hm__hash_bytes(text, len) & t->map_mask, o;
 
     while ((o = t->map[i]) != 0) {
         o--;
@@ -150,7 +131,7 @@ static void map_insert(struct hm_tokenizer *t, uint32_t id)
 static const struct merge_slot *merge_find(const struct hm_tokenizer *t, int32_t l, int32_t r)
 {
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
-    uint32_t i = (uint32_t)hash_pair(key) & t->merge_mask;
+    uint32_t i = (uint32_t)hm__hash_u64(key) & t->merge_mask;
 
     while (t->merges[i].key != UINT64_MAX) {
         if (t->merges[i].key == key)
@@ -164,7 +145,7 @@ static const struct merge_slot *merge_find(const struct hm_tokenizer *t, int32_t
 static void merge_insert(struct hm_tokenizer *t, int32_t l, int32_t r, int32_t rank, int32_t res)
 {
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
-    uint32_t i = (uint32_t)hash_pair(key) & t->merge_mask;
+    uint32_t i = (uint32_t)hm__hash_u64(key) & t->merge_mask;
 
     while (t->merges[i].key != UINT64_MAX) {
         if (t->merges[i].key == key)
@@ -197,7 +178,7 @@ static uint64_t adj_key(uint32_t c1, uint32_t c2)
 
 static bool adj_has(const struct hm_tokenizer *t, uint64_t key)
 {
-    uint32_t i = (uint32_t)hash_pair(key) & t->adj_mask;
+    uint32_t i = (uint32_t)hm__hash_u64(key) & t->adj_mask;
 
     while (t->adj[i] != 0) {
         if (t->adj[i] == key)
@@ -209,7 +190,7 @@ static bool adj_has(const struct hm_tokenizer *t, uint64_t key)
 
 static void adj_insert(struct hm_tokenizer *t, uint64_t key)
 {
-    uint32_t i = (uint32_t)hash_pair(key) & t->adj_mask;
+    uint32_t i = (uint32_t)hm__hash_u64(key) & t->adj_mask;
 
     while (t->adj[i] != 0) {
         if (t->adj[i] == key)

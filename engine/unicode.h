@@ -1,7 +1,8 @@
 /*
  * unicode.h - engine-internal Unicode helpers shared by tokenizer.c and bpe_train.c:
  * strict UTF-8 decoding, the character classes of the GPT-2 pre-tokenizer, the
- * GPT-2 byte-to-unicode mapping and the GPT-2 pre-split itself.
+ * GPT-2 byte-to-unicode mapping and the GPT-2 pre-split itself; also the hashes of
+ * their open-addressing tables.
  *
  * Not part of the public contract (include/hm/); engine/ files only.
  */
@@ -59,5 +60,26 @@ struct hm_tokenizer_data;
 int hm__tokenizer_data_bytes(struct hm_tokenizer_data **out);
 /* Appends the control tokens <|bos|> and <|eos|>, sets bos/eos and add_bos = true. */
 int hm__tokenizer_data_add_specials(struct hm_tokenizer_data *d);
+
+/* Hash of a byte string for open-addressing tables: FNV-1a, then h ^ (h >> 29). */
+static inline uint64_t hm__hash_bytes(const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+/* Hash of a 64-bit key (a pair of token ids) for open-addressing tables. */
+static inline uint64_t hm__hash_u64(uint64_t k)
+{
+    k *= 0x9e3779b97f4a7c15ull;
+    return k ^ (k >> 31);
+}
 
 #endif

@@ -6,6 +6,7 @@
 #include "hm/alloc.h"
 #include "hm/buf.h"
 #include "hm/err.h"
+#include "testutil.h"
 
 START_TEST(test_strerror)
 {
@@ -118,10 +119,5 @@ static Suite *base_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(base_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(base_suite(), CK_NORMAL);
 }

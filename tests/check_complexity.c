@@ -14,6 +14,7 @@
 #include "hm/gguf.h"
 #include "hm/model.h"
 #include "hm/tokenizer.h"
+#include "testutil.h"
 
 #define V 300
 
@@ -27,55 +28,6 @@ struct tm {
     int32_t byte_id[256]; /* token whose decoded bytes are exactly that byte */
     float fc1_w[16 * 4], fc1_b[16], fc2_w[16], fc2_b[1];
 };
-
-static uint64_t rng_state;
-
-static uint32_t rnd(void)
-{
-    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (uint32_t)(rng_state >> 33);
-}
-
-static float rndf(void) /* [-1, 1) */
-{
-    return (float)((double)rnd() / 1073741824.0 - 1.0);
-}
-
-/* The default byte-level tokenizer, written to a GGUF and read back. */
-static struct hm_tokenizer *make_tok(struct hm_gguf **gout, int32_t byte_id[256])
-{
-    struct hm_tokenizer_data *td = NULL;
-    struct hm_gguf_writer *w = NULL;
-    struct hm_tokenizer *tok = NULL;
-    struct hm_errmsg em = {{0}};
-    char path[] = "/tmp/check_complexity_XXXXXX";
-    int fd, id;
-
-    ck_assert_int_eq(hm_tokenizer_data_default(V, &td), HM_OK);
-    ck_assert_int_eq(hm_gguf_writer_new(&w), HM_OK);
-    ck_assert_int_eq(hm_gguf_writer_add_str(w, "general.architecture", "hybridmoe"), HM_OK);
-    ck_assert_int_eq(hm_tokenizer_data_write(td, w), HM_OK);
-    fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_int_eq(hm_gguf_writer_write(w, path, NULL, NULL, NULL, NULL, &em), HM_OK);
-    ck_assert_int_eq(hm_gguf_open(path, gout, &em), HM_OK);
-    unlink(path);
-    ck_assert_int_eq(hm_tokenizer_from_gguf(*gout, V, &tok, &em), HM_OK);
-    hm_gguf_writer_free(w);
-    hm_tokenizer_data_free(td);
-    for (id = 0; id < 256; id++)
-        byte_id[id] = -1;
-    for (id = 0; id < V; id++) {
-        size_t len;
-        const uint8_t *b = hm_tokenizer_token_bytes(tok, id, &len);
-        if (len == 1 && byte_id[b[0]] < 0)
-            byte_id[b[0]] = id;
-    }
-    for (id = 0; id < 256; id++)
-        ck_assert_int_ge(byte_id[id], 0);
-    return tok;
-}
 
 static void mat_init(struct hm_mat *M, enum hm_dtype type, uint32_t rows, uint32_t cols,
                      const void *data)
@@ -96,10 +48,10 @@ static struct tm *tm_new(uint32_t d, uint32_t wc, enum hm_dtype type, bool with_
     uint32_t i;
 
     ck_assert_ptr_nonnull(t);
-    rng_state = 12345 + d + wc;
+    hm_test_rng_seed(12345 + d + wc);
     t->embd = hm_malloc(sizeof(float) * V * d);
     for (i = 0; i < V * d; i++)
-        t->embd[i] = rndf();
+        t->embd[i] = hm_test_rndf();
     if (type == HM_DTYPE_F32) {
         t->embd_store = t->embd;
     } else {
@@ -118,12 +70,12 @@ static struct tm *tm_new(uint32_t d, uint32_t wc, enum hm_dtype type, bool with_
     t->m.hp.complexity_window = wc;
     mat_init(&t->m.tok_embd, type, V, d, t->embd_store);
     if (with_tok)
-        t->m.tok = make_tok(&t->g, t->byte_id);
+        t->m.tok = hm_test_byte_tok(V, &t->g, t->byte_id);
     for (i = 0; i < 64; i++)
-        t->fc1_w[i] = 2 * rndf();
+        t->fc1_w[i] = 2 * hm_test_rndf();
     for (i = 0; i < 16; i++) {
-        t->fc1_b[i] = rndf();
-        t->fc2_w[i] = 2 * rndf();
+        t->fc1_b[i] = hm_test_rndf();
+        t->fc2_w[i] = 2 * hm_test_rndf();
     }
     t->fc2_b[0] = 0.1f;
     return t;
@@ -285,7 +237,7 @@ START_TEST(test_features_random_windows)
     for (j = 0; j < sizeof(wcs) / sizeof(wcs[0]); j++) {
         struct tm *t = tm_new(40, wcs[j], HM_DTYPE_F32, true);
         for (i = 0; i < 80; i++)
-            toks[i] = (int32_t)(rnd() % (i % 3 ? 12 : V)); /* repeats and rare ids */
+            toks[i] = (int32_t)(hm_test_rnd() % (i % 3 ? 12 : V)); /* repeats and rare ids */
         check_all_positions(t, toks, 80);
         tm_free(t);
     }
@@ -303,7 +255,7 @@ START_TEST(test_features_stored_types)
     for (j = 0; j < 3; j++) {
         struct tm *t = tm_new(dims[j], 10, types[j], true);
         for (i = 0; i < 30; i++)
-            toks[i] = (int32_t)(rnd() % V);
+            toks[i] = (int32_t)(hm_test_rnd() % V);
         check_all_positions(t, toks, 30);
         tm_free(t);
     }
@@ -401,7 +353,7 @@ START_TEST(test_controller_vs_fallback)
     uint32_t i, n_diff = 0;
 
     for (i = 0; i < 40; i++)
-        toks[i] = (int32_t)(rnd() % V);
+        toks[i] = (int32_t)(hm_test_rnd() % V);
     for (i = 0; i < 40; i++) {
         hm__complexity_features(&t->m, toks, i, f);
         t->m.features &= ~(uint32_t)HM_FEAT_CTRL;
@@ -456,7 +408,7 @@ START_TEST(test_long_window_histogram)
     uint32_t i, pos[] = {1023, 1024, 1025, 1499, 1599};
 
     for (i = 0; i < 1600; i++)
-        toks[i] = (int32_t)(rnd() % 40 + (i % 7 == 0 ? 200 : 0));
+        toks[i] = (int32_t)(hm_test_rnd() % 40 + (i % 7 == 0 ? 200 : 0));
     for (i = 0; i < sizeof(pos) / sizeof(pos[0]); i++) {
         float f[4];
         double r[4];
@@ -572,11 +524,5 @@ static Suite *complexity_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(complexity_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(complexity_suite(), CK_NORMAL);
 }

@@ -10,6 +10,7 @@
 #include "hm/alloc.h"
 #include "hm/engine.h"
 #include "testmodel.h"
+#include "testutil.h"
 
 #define ALLF                                                                                       \
     (HM_FEAT_XSCALE | HM_FEAT_QK_NORM | HM_FEAT_SANDWICH | HM_FEAT_ADAPT_GAIN |                    \
@@ -898,10 +899,5 @@ static Suite *engine_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(engine_suite());
-    int nf;
-    srunner_run_all(sr, CK_ENV);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(engine_suite(), CK_ENV);
 }

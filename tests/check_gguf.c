@@ -10,6 +10,7 @@
 #include "hm/alloc.h"
 #include "hm/buf.h"
 #include "hm/gguf.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -766,9 +767,5 @@ static Suite *gguf_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(gguf_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(gguf_suite(), CK_NORMAL);
 }

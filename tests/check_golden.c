@@ -35,6 +35,7 @@
 #include "hm/err.h"
 #include "hm/model.h"
 #include "hm/tokenizer.h"
+#include "testutil.h"
 
 #define LOGIT_RTOL 1e-4
 #define C_TOL 1e-5
@@ -409,9 +410,5 @@ static Suite *golden_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(golden_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return hm_test_run(golden_suite(), CK_NORMAL);
 }

@@ -12,6 +12,7 @@
 #include "hm/gguf.h"
 #include "hm/pool.h"
 #include "internal.h"
+#include "testutil.h"
 
 static float frand(void)
 {
@@ -378,10 +379,5 @@ static Suite *kernels_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(kernels_suite());
-    int nf;
-    srunner_run_all(sr, CK_ENV);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(kernels_suite(), CK_ENV);
 }

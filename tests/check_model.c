@@ -11,6 +11,7 @@
 #include "hm/model.h"
 #include "hm/tokenizer.h"
 #include "model_internal.h"
+#include "testutil.h"
 
 #define ALL_FEATS 0xffu
 
@@ -680,9 +681,5 @@ static Suite *model_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(model_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(model_suite(), CK_NORMAL);
 }

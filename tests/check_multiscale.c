@@ -15,6 +15,7 @@
 #include "hm/gguf.h"
 #include "hm/model.h"
 #include "hm/tokenizer.h"
+#include "testutil.h"
 
 #define V 300
 
@@ -27,54 +28,6 @@ struct tm {
     int32_t byte_id[256];
 };
 
-static uint64_t rng_state;
-
-static uint32_t rnd(void)
-{
-    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (uint32_t)(rng_state >> 33);
-}
-
-static float rndf(void)
-{
-    return (float)((double)rnd() / 1073741824.0 - 1.0);
-}
-
-static struct hm_tokenizer *make_tok(struct hm_gguf **gout, int32_t byte_id[256])
-{
-    struct hm_tokenizer_data *td = NULL;
-    struct hm_gguf_writer *w = NULL;
-    struct hm_tokenizer *tok = NULL;
-    struct hm_errmsg em = {{0}};
-    char path[] = "/tmp/check_multiscale_XXXXXX";
-    int fd, id;
-
-    ck_assert_int_eq(hm_tokenizer_data_default(V, &td), HM_OK);
-    ck_assert_int_eq(hm_gguf_writer_new(&w), HM_OK);
-    ck_assert_int_eq(hm_gguf_writer_add_str(w, "general.architecture", "hybridmoe"), HM_OK);
-    ck_assert_int_eq(hm_tokenizer_data_write(td, w), HM_OK);
-    fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_int_eq(hm_gguf_writer_write(w, path, NULL, NULL, NULL, NULL, &em), HM_OK);
-    ck_assert_int_eq(hm_gguf_open(path, gout, &em), HM_OK);
-    unlink(path);
-    ck_assert_int_eq(hm_tokenizer_from_gguf(*gout, V, &tok, &em), HM_OK);
-    hm_gguf_writer_free(w);
-    hm_tokenizer_data_free(td);
-    for (id = 0; id < 256; id++)
-        byte_id[id] = -1;
-    for (id = 0; id < V; id++) {
-        size_t len;
-        const uint8_t *b = hm_tokenizer_token_bytes(tok, id, &len);
-        if (len == 1 && byte_id[b[0]] < 0)
-            byte_id[b[0]] = id;
-    }
-    for (id = 0; id < 256; id++)
-        ck_assert_int_ge(byte_id[id], 0);
-    return tok;
-}
-
 /* rows x cols random values; stored as type (values replaced by their dequantized form). */
 static float *rand_mat(struct hm_mat *M, enum hm_dtype type, uint32_t rows, uint32_t cols,
                        float scale, void **store)
@@ -85,7 +38,7 @@ static float *rand_mat(struct hm_mat *M, enum hm_dtype type, uint32_t rows, uint
 
     ck_assert_ptr_nonnull(v);
     for (i = 0; i < rows * cols; i++)
-        v[i] = scale * rndf();
+        v[i] = scale * hm_test_rndf();
     *store = NULL;
     if (type != HM_DTYPE_F32) {
         *store = hm_malloc(rb * rows);
@@ -116,7 +69,7 @@ static struct tm *tm_new(const struct cfg *c)
     uint32_t i;
 
     ck_assert_ptr_nonnull(t);
-    rng_state = 777 + c->d * 31 + c->dx;
+    hm_test_rng_seed(777 + c->d * 31 + c->dx);
     t->d = c->d;
     t->dx = c->dx;
     hm_hparams_defaults(&t->m.hp);
@@ -136,12 +89,12 @@ static struct tm *tm_new(const struct cfg *c)
     t->xo = rand_mat(&t->m.xo, c->type, c->d, c->dx, 1.0f, &t->store[4]);
     t->scale = hm_malloc(sizeof(float) * 2 * c->dx);
     for (i = 0; i < 2 * c->dx; i++)
-        t->scale[i] = rndf();
+        t->scale[i] = hm_test_rndf();
     t->m.scale_embd = t->scale;
     if (c->xscale)
         t->m.features |= HM_FEAT_XSCALE;
     if (c->tok)
-        t->m.tok = make_tok(&t->g, t->byte_id);
+        t->m.tok = hm_test_byte_tok(V, &t->g, t->byte_id);
     return t;
 }
 
@@ -326,13 +279,13 @@ static void random_tokens(const struct tm *t, int32_t *toks, uint32_t n)
 {
     static const char terms[] = ".!?\n";
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t r = rnd() % 20;
+        uint32_t r = hm_test_rnd() % 20;
         if (r == 0)
-            toks[i] = t->byte_id[(uint8_t)terms[rnd() % 4]];
+            toks[i] = t->byte_id[(uint8_t)terms[hm_test_rnd() % 4]];
         else if (r == 1)
-            toks[i] = 256 + (int32_t)(rnd() % (V - 256)); /* control: no bytes */
+            toks[i] = 256 + (int32_t)(hm_test_rnd() % (V - 256)); /* control: no bytes */
         else
-            toks[i] = t->byte_id['a' + rnd() % 26];
+            toks[i] = t->byte_id['a' + hm_test_rnd() % 26];
     }
 }
 
@@ -448,7 +401,7 @@ START_TEST(test_matches_naive_no_tokenizer)
     int32_t toks[40];
 
     for (uint32_t i = 0; i < 40; i++)
-        toks[i] = (int32_t)(rnd() % V);
+        toks[i] = (int32_t)(hm_test_rnd() % V);
     run_against_ref(t, toks, 40);
     tm_free(t);
 }
@@ -591,11 +544,5 @@ static Suite *multiscale_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(multiscale_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(multiscale_suite(), CK_NORMAL);
 }

@@ -13,6 +13,7 @@
 
 #include "../server/notify.h"
 #include "hm/err.h"
+#include "testutil.h"
 
 /* A bound datagram socket standing in for systemd's notify socket. */
 struct receiver {
@@ -515,14 +516,7 @@ static int listen_main(const char *addr, const char *seconds)
 
 int main(int argc, char **argv)
 {
-    SRunner *sr;
-    int failed;
-
     if (argc == 4 && strcmp(argv[1], "--listen") == 0)
         return listen_main(argv[2], argv[3]);
-    sr = srunner_create(notify_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return hm_test_run(notify_suite(), CK_NORMAL);
 }

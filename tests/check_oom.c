@@ -26,6 +26,7 @@
 #include "api_request.h"
 #include "conf.h"
 #include "server.h"
+#include "testutil.h"
 
 #define MAX_ITER 200000L
 
@@ -372,11 +373,5 @@ static Suite *oom_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(oom_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(oom_suite(), CK_NORMAL);
 }

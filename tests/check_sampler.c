@@ -9,6 +9,7 @@
 #include "hm/alloc.h"
 #include "hm/err.h"
 #include "hm/sampler.h"
+#include "testutil.h"
 
 static struct hm_sampler *mk(const struct hm_sampler_params *p, uint32_t n_vocab)
 {
@@ -661,10 +662,5 @@ static Suite *sampler_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(sampler_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(sampler_suite(), CK_NORMAL);
 }

@@ -15,6 +15,7 @@
 #include "hm/tokenizer.h"
 
 #include "batcher.h"
+#include "testutil.h"
 
 static struct hm_model *model;
 
@@ -319,11 +320,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    int nf;
-
-    srunner_run_all(sr, CK_NORMAL);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(suite(), CK_NORMAL);
 }

@@ -12,6 +12,7 @@
 #include "hm/err.h"
 
 #include "conf.h"
+#include "testutil.h"
 
 #ifndef HM_DATADIR
 #define HM_DATADIR "/usr/local/share/hybridmoe"
@@ -364,11 +365,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    int nf;
-
-    srunner_run_all(sr, CK_NORMAL);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(suite(), CK_NORMAL);
 }

@@ -14,6 +14,7 @@
 #include "api_error.h"
 #include "api_request.h"
 #include "server.h"
+#include "testutil.h"
 
 static const struct hm_api_limits lim = {
     .n_vocab = 512, .n_ctx = 256, .k_max = 2, .max_n = 4, .default_max_tokens = 16,
@@ -506,12 +507,6 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    int nf;
-
     json_object_seed(0);
-    srunner_run_all(sr, CK_NORMAL);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(suite(), CK_NORMAL);
 }

@@ -15,6 +15,7 @@
 #include "batcher.h"
 #include "metrics.h"
 #include "textstream.h"
+#include "testutil.h"
 
 /* Feeds pieces through a stopper; returns the released text and whether it stopped. */
 static char *run_stopper(char *const *stops, size_t n_stop, const char *const *pieces,
@@ -280,11 +281,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    int nf;
-
-    srunner_run_all(sr, CK_NORMAL);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(suite(), CK_NORMAL);
 }

@@ -11,6 +11,7 @@
 #include "hm/err.h"
 #include "hm/gguf.h"
 #include "hm/tokenizer.h"
+#include "testutil.h"
 #include "unicode.h" /* engine-internal: pre-split, classes, byte mapping */
 
 /* ---- Helpers ------------------------------------------------------------------------ */
@@ -1160,11 +1161,5 @@ static Suite *tokenizer_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tokenizer_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(tokenizer_suite(), CK_NORMAL);
 }

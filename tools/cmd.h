@@ -27,4 +27,22 @@ int hm_cmd_parse_u64(const char *s, uint64_t *out);
 /* Formats a count as "7.00 B" / "66.1 M" / "912 K" / "512" into buf. */
 void hm_cmd_format_count(uint64_t n, char *buf, size_t len);
 
+/* tools/common.c */
+struct hm_model;
+/* hm_cmd_parse_u64 that also rejects a value above max; *out untouched on failure. */
+int hm_cmd_parse_u64_max(const char *s, uint64_t max, uint64_t *out);
+/* Strict strtof of a whole string, finite only; HM_EINVAL otherwise, *out untouched. */
+int hm_cmd_parse_float(const char *s, float *out);
+/* The usage error for getopt_long's ':' (missing value) or any other unknown option
+ * (argv[optind - 1] names it); returns 2. */
+int hm_cmd_bad_option(const char *name, int c, char **argv);
+/* Seconds on the monotonic clock. */
+double hm_cmd_now(void);
+/* Reads a whole file; *out owned (hm_free), NUL-terminated, *len bytes before the NUL.
+ * max > 0: HM_ETOOBIG once the buffer reaches max bytes. HM_EIO (errno set) / HM_ENOMEM. */
+int hm_cmd_read_file(const char *path, size_t max, char **out, size_t *len);
+/* hm_model_load that also requires a tokenizer; on failure prints "PROG: why" to stderr,
+ * returns < 0 and sets *out NULL. */
+int hm_cmd_load_model(const char *prog, const char *path, struct hm_model **out);
+
 #endif

@@ -9,11 +9,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "hm/alloc.h"
 #include "hm/engine.h"
@@ -28,34 +26,6 @@
 
 /* Usage error: message, the usage text, exit status 2. */
 #define bad_usage(fmt, arg) hm_cmd_usage_error("generate", (fmt), (arg))
-
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    uint64_t v;
-    if (hm_cmd_parse_u64(s, &v) < 0 || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_f(const char *s, float *out)
-{
-    char *end;
-    float v;
-    errno = 0;
-    v = strtof(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !isfinite(v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* One JSON line: {"pos": t, "token": id, "logits": [...]}. */
 static int write_logits(FILE *f, uint32_t pos, int32_t token, const float *logits, uint32_t V)
@@ -144,51 +114,52 @@ int hm_cmd_generate(int argc, char **argv)
             prompt = optarg;
             break;
         case 'n':
-            if (parse_u64(optarg, UINT32_MAX, &n_predict) < 0)
+            if (hm_cmd_parse_u64_max(optarg, UINT32_MAX, &n_predict) < 0)
                 return bad_usage("-n: '%s' is not a token count", optarg);
             break;
         case 't':
-            if (parse_u64(optarg, 1024, &n_threads) < 0 || n_threads == 0)
+            if (hm_cmd_parse_u64_max(optarg, 1024, &n_threads) < 0 || n_threads == 0)
                 return bad_usage("--threads: '%s' is not a thread count (1..1024)", optarg);
             break;
         case OPT_TEMP:
-            if (parse_f(optarg, &sp.temperature) < 0)
+            if (hm_cmd_parse_float(optarg, &sp.temperature) < 0)
                 return bad_usage("--temp: '%s' is not a number", optarg);
             break;
         case OPT_TOP_P:
-            if (parse_f(optarg, &sp.top_p) < 0)
+            if (hm_cmd_parse_float(optarg, &sp.top_p) < 0)
                 return bad_usage("--top-p: '%s' is not a number", optarg);
             break;
         case OPT_MIN_P:
-            if (parse_f(optarg, &sp.min_p) < 0)
+            if (hm_cmd_parse_float(optarg, &sp.min_p) < 0)
                 return bad_usage("--min-p: '%s' is not a number", optarg);
             break;
         case OPT_TOP_K:
-            if (parse_u64(optarg, INT32_MAX, &u) < 0)
+            if (hm_cmd_parse_u64_max(optarg, INT32_MAX, &u) < 0)
                 return bad_usage("--top-k: '%s' is not a count", optarg);
             sp.top_k = (int32_t)u;
             break;
         case OPT_SEED:
-            if (parse_u64(optarg, UINT64_MAX, &sp.seed) < 0)
+            if (hm_cmd_parse_u64_max(optarg, UINT64_MAX, &sp.seed) < 0)
                 return bad_usage("--seed: '%s' is not an unsigned integer", optarg);
             break;
         case OPT_COMPLEXITY:
-            if (parse_f(optarg, &so.complexity) < 0 || so.complexity < 0.0f || so.complexity > 1.0f)
+            if (hm_cmd_parse_float(optarg, &so.complexity) < 0 || so.complexity < 0.0f ||
+                so.complexity > 1.0f)
                 return bad_usage("--complexity: '%s' is not in [0, 1]", optarg);
             break;
         case OPT_WINDOW:
-            if (parse_u64(optarg, INT64_MAX, &u) < 0 || u == 0)
+            if (hm_cmd_parse_u64_max(optarg, INT64_MAX, &u) < 0 || u == 0)
                 return bad_usage("--window: '%s' is not a positive integer", optarg);
             so.window = (int64_t)u;
             break;
         case OPT_MAX_EXPERTS:
-            if (parse_u64(optarg, HM_MAX_EXPERTS, &u) < 0 || u == 0)
+            if (hm_cmd_parse_u64_max(optarg, HM_MAX_EXPERTS, &u) < 0 || u == 0)
                 return bad_usage("--max-experts: '%s' is not a positive count", optarg);
             so.max_experts = (uint32_t)u;
             break;
         case OPT_ROUTER_THRESHOLD:
-            if (parse_f(optarg, &so.router_threshold) < 0 || so.router_threshold < 0.0f ||
-                so.router_threshold > 1.0f)
+            if (hm_cmd_parse_float(optarg, &so.router_threshold) < 0 ||
+                so.router_threshold < 0.0f || so.router_threshold > 1.0f)
                 return bad_usage("--router-threshold: '%s' is not in [0, 1]", optarg);
             break;
         case OPT_STATIC:
@@ -203,10 +174,8 @@ int hm_cmd_generate(int argc, char **argv)
         case 'h':
             hm_cmd_print_usage("generate", stdout);
             return 0;
-        case ':':
-            return bad_usage("option '%s' needs a value", argv[optind - 1]);
         default:
-            return bad_usage("unknown option '%s'", argv[optind - 1]);
+            return hm_cmd_bad_option("generate", c, argv);
         }
     }
     if (optind < argc)
@@ -224,15 +193,8 @@ int hm_cmd_generate(int argc, char **argv)
     hm_sampler_free(sm);
     sm = NULL;
 
-    rc = hm_model_load(model_path, &m, &em);
-    if (rc < 0) {
-        fprintf(stderr, PROG ": %s (%s)\n", em.text[0] ? em.text : model_path, hm_strerror(rc));
+    if (hm_cmd_load_model(PROG, model_path, &m) < 0)
         goto out;
-    }
-    if (m->tok == NULL) {
-        fprintf(stderr, PROG ": %s: the model has no tokenizer\n", model_path);
-        goto out;
-    }
     const uint32_t V = m->hp.n_vocab;
     rc = hm_tokenizer_encode(m->tok, prompt, strlen(prompt), HM_TOK_ADD_BOS, &ids, &n_ids);
     if (rc < 0) {
@@ -298,7 +260,7 @@ int hm_cmd_generate(int argc, char **argv)
         goto out;
     }
 
-    double t0 = now_s();
+    double t0 = hm_cmd_now();
     for (uint32_t done = 0; done < n_ids;) {
         uint32_t n = (uint32_t)n_ids - done < chunk ? (uint32_t)n_ids - done : chunk;
         struct hm_step_item it = {
@@ -318,7 +280,7 @@ int hm_cmd_generate(int argc, char **argv)
         }
         done += n;
     }
-    double t1 = now_s();
+    double t1 = hm_cmd_now();
 
     /* decode */
     struct hm_utf8_stream us;
@@ -356,7 +318,7 @@ int hm_cmd_generate(int argc, char **argv)
         if (lf != NULL && write_logits(lf, hm_session_n_past(s) - 1, r.token, logits, V) < 0)
             goto write_error;
     }
-    double t2 = now_s();
+    double t2 = hm_cmd_now();
     {
         uint8_t tail[8];
         size_t k = hm_utf8_stream_flush(&us, tail, sizeof tail);

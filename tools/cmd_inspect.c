@@ -52,10 +52,8 @@ int hm_cmd_inspect(int argc, char **argv)
             if (hm_cmd_parse_u64(optarg, &max_elems) < 0 || max_elems > 1000000)
                 return hm_cmd_usage_error(me, "--max-elems: '%s' is not a number", optarg);
             break;
-        case ':':
-            return hm_cmd_usage_error(me, "option '%s' needs a value", argv[optind - 1]);
         default:
-            return hm_cmd_usage_error(me, "unknown option '%s'", argv[optind - 1]);
+            return hm_cmd_bad_option(me, c, argv);
         }
     }
     if (optind + 1 != argc)

@@ -88,47 +88,6 @@ static void list_presets(void)
     }
 }
 
-static int read_file(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    if (!f)
-        return HM_EIO;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= TRAIN_MAX_BYTES) {
-                hm_free(buf);
-                fclose(f);
-                return HM_ETOOBIG;
-            }
-            size_t nc = cap ? cap * 2 : 1 << 16;
-            char *p = hm_realloc(buf, nc + 1);
-            if (!p) {
-                hm_free(buf);
-                fclose(f);
-                return HM_ENOMEM;
-            }
-            buf = p;
-            cap = nc;
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        hm_free(buf);
-        return HM_EIO;
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return HM_OK;
-}
-
 enum {
     OPT_PRESET = 256, OPT_SEED, OPT_TYPE, OPT_DRY, OPT_SET, OPT_PATTERN, OPT_VOCAB, OPT_TRAIN,
     OPT_NAME, OPT_TIED, OPT_UNTIED, OPT_LIST, OPT_NO_XSCALE, OPT_NO_CTRL, OPT_NO_QKN,
@@ -212,10 +171,8 @@ int hm_cmd_mkmodel(int argc, char **argv)
         case OPT_NO_QLORA: clear |= HM_FEAT_Q_LORA; break;
         case OPT_NO_SHEXP: clear |= HM_FEAT_SHARED_EXPERTS; break;
         case 'q': quiet = true; break;
-        case ':':
-            return hm_cmd_usage_error(me, "option '%s' needs a value", argv[optind - 1]);
         default:
-            return hm_cmd_usage_error(me, "unknown option '%s'", argv[optind - 1]);
+            return hm_cmd_bad_option(me, c, argv);
         }
     }
     if (optind < argc)
@@ -289,7 +246,7 @@ int hm_cmd_mkmodel(int argc, char **argv)
     if (train) {
         char *text;
         size_t len;
-        rc = read_file(train, &text, &len);
+        rc = hm_cmd_read_file(train, TRAIN_MAX_BYTES, &text, &len);
         if (rc < 0) {
             fprintf(stderr, "hybridmoe mkmodel: cannot read '%s': %s\n", train, hm_strerror(rc));
             return 1;

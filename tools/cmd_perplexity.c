@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "hm/alloc.h"
@@ -35,60 +34,6 @@
 /* Usage error: message, the usage text, exit status 2. */
 #define bad_usage(fmt, arg) hm_cmd_usage_error("perplexity", (fmt), (arg))
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    uint64_t v;
-    if (hm_cmd_parse_u64(s, &v) < 0 || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Reads a whole file. Returns owned (hm_free), NUL-terminated. */
-static int read_file(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL, *nb;
-    size_t cap = 0, n = 0, k;
-    int rc = HM_EIO;
-    *out = NULL;
-    if (f == NULL)
-        return HM_EIO;
-    for (;;) {
-        if (cap - n < 65536) {
-            cap = cap ? 2 * cap : 1 << 20;
-            nb = hm_realloc(buf, cap + 1);
-            if (nb == NULL) {
-                rc = HM_ENOMEM;
-                goto out;
-            }
-            buf = nb;
-        }
-        k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    if (ferror(f))
-        goto out;
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    buf = NULL;
-    rc = HM_OK;
-out:
-    hm_free(buf);
-    fclose(f);
-    return rc;
-}
-
 static void progress(bool on, uint64_t done, uint64_t total, double t0)
 {
     enum { WIDTH = 40 };
@@ -99,7 +44,7 @@ static void progress(bool on, uint64_t done, uint64_t total, double t0)
     for (unsigned i = 0; i < WIDTH; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[WIDTH] = '\0';
-    double dt = now_s() - t0;
+    double dt = hm_cmd_now() - t0;
     fprintf(stderr, "\r[%s] %3u%% %" PRIu64 "/%" PRIu64 " tokens, %.1f tokens/s", bar,
             (unsigned)(done * 100 / total), done, total, dt > 0 ? (double)done / dt : 0.0);
     fflush(stderr);
@@ -153,15 +98,15 @@ int hm_cmd_perplexity(int argc, char **argv)
             text_path = optarg;
             break;
         case 'c':
-            if (parse_u64(optarg, UINT32_MAX, &ctx) < 0 || ctx < 2)
+            if (hm_cmd_parse_u64_max(optarg, UINT32_MAX, &ctx) < 0 || ctx < 2)
                 return bad_usage("--ctx: '%s' is not a window of at least 2 tokens", optarg);
             break;
         case 'b':
-            if (parse_u64(optarg, 4096, &batch) < 0 || batch == 0)
+            if (hm_cmd_parse_u64_max(optarg, 4096, &batch) < 0 || batch == 0)
                 return bad_usage("--batch: '%s' is not a count (1..4096)", optarg);
             break;
         case 't':
-            if (parse_u64(optarg, 1024, &n_threads) < 0 || n_threads == 0)
+            if (hm_cmd_parse_u64_max(optarg, 1024, &n_threads) < 0 || n_threads == 0)
                 return bad_usage("--threads: '%s' is not a thread count (1..1024)", optarg);
             break;
         case OPT_STATIC:
@@ -173,10 +118,8 @@ int hm_cmd_perplexity(int argc, char **argv)
         case 'h':
             hm_cmd_print_usage("perplexity", stdout);
             return 0;
-        case ':':
-            return bad_usage("option '%s' needs a value", argv[optind - 1]);
         default:
-            return bad_usage("unknown option '%s'", argv[optind - 1]);
+            return hm_cmd_bad_option("perplexity", c, argv);
         }
     }
     if (optind < argc)
@@ -188,21 +131,14 @@ int hm_cmd_perplexity(int argc, char **argv)
     if (!isatty(STDERR_FILENO))
         show_progress = false;
 
-    rc = read_file(text_path, &text, &text_len);
+    rc = hm_cmd_read_file(text_path, 0, &text, &text_len);
     if (rc < 0) {
         fprintf(stderr, PROG ": cannot read '%s': %s\n", text_path,
                 rc == HM_ENOMEM ? "out of memory" : strerror(errno));
         goto out;
     }
-    rc = hm_model_load(model_path, &m, &em);
-    if (rc < 0) {
-        fprintf(stderr, PROG ": %s (%s)\n", em.text[0] ? em.text : model_path, hm_strerror(rc));
+    if (hm_cmd_load_model(PROG, model_path, &m) < 0)
         goto out;
-    }
-    if (m->tok == NULL) {
-        fprintf(stderr, PROG ": %s: the model has no tokenizer\n", model_path);
-        goto out;
-    }
     const uint32_t V = m->hp.n_vocab;
     if (ctx == 0)
         ctx = m->hp.n_ctx < 512 ? m->hp.n_ctx : 512;
@@ -263,7 +199,7 @@ int hm_cmd_perplexity(int argc, char **argv)
     if (logits == NULL || items == NULL || item_win == NULL || pos0 == NULL)
         goto oom;
 
-    double nll = 0.0, t0 = now_s();
+    double nll = 0.0, t0 = hm_cmd_now();
     uint64_t scored = 0, bytes = 0;
     struct hm_session_opts so = hm_session_opts_default();
     so.max_tokens = 0;
@@ -332,7 +268,7 @@ int hm_cmd_perplexity(int argc, char **argv)
             wins[w0 + i].s = NULL;
         }
     }
-    double dt = now_s() - t0;
+    double dt = hm_cmd_now() - t0;
     if (show_progress)
         fputc('\n', stderr);
 

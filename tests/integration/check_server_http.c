@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../testutil.h"
+
 /* ---- the server under test ------------------------------------------------------- */
 
 static pid_t srv_pid;
@@ -1936,12 +1938,6 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    int nf;
-
     signal(SIGPIPE, SIG_IGN);
-    srunner_run_all(sr, CK_NORMAL);
-    nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+    return hm_test_run(suite(), CK_NORMAL);
 }
