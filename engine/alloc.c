@@ -80,6 +80,16 @@ char *hm_strndup(const char *s, size_t n)
     return d;
 }
 
+char *hm_memdup_z(const void *p, size_t n)
+{
+    char *d = n < SIZE_MAX ? hm_malloc(n + 1) : NULL;
+    if (!d)
+        return NULL;
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
 char *hm_strdup(const char *s)
 {
     return hm_strndup(s, SIZE_MAX);

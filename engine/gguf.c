@@ -440,17 +440,6 @@ static int copy_name(struct cur *c, const uint8_t *p, uint64_t len, const char *
     return *out ? HM_OK : HM_ENOMEM;
 }
 
-/* An owned NUL-terminated copy of exactly n bytes (which may contain NUL bytes). */
-static char *dup_bytes(const uint8_t *p, size_t n)
-{
-    char *s = hm_malloc(n + 1);
-    if (s) {
-        memcpy(s, p, n);
-        s[n] = 0;
-    }
-    return s;
-}
-
 static int parse_kv(struct hm_gguf *g, struct cur *c, uint64_t i)
 {
     struct kv *kv = &g->kv[i];
@@ -483,7 +472,7 @@ static int parse_kv(struct hm_gguf *g, struct cur *c, uint64_t i)
     kv->val_len = c->off - start;
     if (t == HM_GGUF_STRING) {
         memcpy(&len, kv->val, 8);
-        kv->str = dup_bytes(kv->val + 8, (size_t)len);
+        kv->str = hm_memdup_z(kv->val + 8, (size_t)len);
         if (!kv->str)
             return HM_ENOMEM;
         kv->str_len = (size_t)len;
@@ -502,7 +491,7 @@ static int parse_kv(struct hm_gguf *g, struct cur *c, uint64_t i)
             const uint8_t *q = kv->arr;
             for (uint64_t j = 0; j < kv->n; j++) {
                 memcpy(&len, q, 8);
-                kv->strs[j] = dup_bytes(q + 8, (size_t)len);
+                kv->strs[j] = hm_memdup_z(q + 8, (size_t)len);
                 if (!kv->strs[j])
                     return HM_ENOMEM;
                 kv->str_lens[j] = (size_t)len;

@@ -113,16 +113,18 @@ static void logprobs_append(struct hm_req *r, json_t *lp, const struct hm_sample
     json_t *top = json_object();
     for (uint32_t i = 0; i < smp->n_top && i < r->gr->top_logprobs; i++) {
         json_t *k = token_string(m, smp->top_tokens[i], NULL);
-        if (k && !json_object_get(top, json_string_value(k)))
-            json_object_set_new(top, json_string_value(k), jreal(smp->top_logprobs[i]));
+        if (k && !json_object_getn(top, json_string_value(k), json_string_length(k)))
+            json_object_setn_new(top, json_string_value(k), json_string_length(k),
+                                 jreal(smp->top_logprobs[i]));
         json_decref(k);
     }
     /* OpenAI: "the API will always return the logprob of the sampled token, so there may be
      * up to logprobs+1 elements" */
     {
         json_t *k = token_string(m, smp->token, NULL);
-        if (k && !json_object_get(top, json_string_value(k)))
-            json_object_set_new(top, json_string_value(k), jreal(smp->logprob));
+        if (k && !json_object_getn(top, json_string_value(k), json_string_length(k)))
+            json_object_setn_new(top, json_string_value(k), json_string_length(k),
+                                 jreal(smp->logprob));
         json_decref(k);
     }
     json_array_append_new(json_object_get(lp, "top_logprobs"), top);

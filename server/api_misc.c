@@ -23,7 +23,7 @@ json_t *hm_api_parse_body(struct hm_req *r)
         hm_req_respond_error(r, &e);
         return NULL;
     }
-    root = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &je);
+    root = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root) {
         hm_api_error_set(&e, HM_AERR_INVALID_JSON, NULL,
                          "the request body is not valid JSON: %s (line %d, column %d)", je.text,

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -107,10 +108,18 @@ static int get_bool(const json_t *o, const char *name, const char *param, bool *
     return 0;
 }
 
+/* Request bodies are parsed with JSON_ALLOW_NUL, so text (prompts, message content) may carry
+ * U+0000 and is always handled with its length. Names and stop strings are C strings: they
+ * must not contain NUL, or a name like "user\u0000x" would compare equal to "user". */
+static bool has_nul(const json_t *v)
+{
+    return strlen(json_string_value(v)) != json_string_length(v);
+}
+
 static int dup_string(const json_t *v, char **out, size_t *len, struct hm_api_error *e)
 {
     size_t n = json_string_length(v);
-    *out = hm_strndup(json_string_value(v), n);
+    *out = hm_memdup_z(json_string_value(v), n);
     if (!*out)
         return OOM(e);
     if (len)
@@ -222,7 +231,7 @@ static int parse_content(const json_t *c, size_t idx, struct hm_chat_msg *m,
     hm_buf_init(&b, (size_t)1 << 30);
     json_array_foreach(c, i, part) {
         json_t *t = json_object_get(part, "type"), *txt = json_object_get(part, "text");
-        if (!json_is_object(part) || !json_is_string(t) || strcmp(json_string_value(t), "text")
+        if (!json_is_object(part) || !json_is_string(t) || has_nul(t) || strcmp(json_string_value(t), "text")
             || !json_is_string(txt)) {
             hm_buf_release(&b);
             return BAD(e, "messages", "'messages[%zu].content[%zu]' must be "
@@ -266,7 +275,7 @@ static int parse_messages(const json_t *root, struct hm_gen_request *r, struct h
         role = json_object_get(m, "role");
         if (!json_is_string(role))
             return BAD(e, "messages", "'messages[%zu].role' must be a string", i);
-        rs = json_string_value(role);
+        rs = has_nul(role) ? "" : json_string_value(role);
         if (!strcmp(rs, "system") || !strcmp(rs, "developer"))
             r->messages[i].role = HM_ROLE_SYSTEM;
         else if (!strcmp(rs, "user"))
@@ -293,6 +302,8 @@ static int parse_stop(const json_t *root, struct hm_gen_request *r, struct hm_ap
     if (json_is_string(s)) {
         if (json_string_length(s) == 0 || json_string_length(s) > HM_MAX_STOP_LEN)
             return BAD(e, "stop", "'stop' strings must have 1 to %d bytes", HM_MAX_STOP_LEN);
+        if (has_nul(s))
+            return BAD(e, "stop", "'stop' strings must not contain U+0000");
         r->n_stop = 1;
         return dup_string(s, &r->stop[0], NULL, e);
     }
@@ -305,6 +316,8 @@ static int parse_stop(const json_t *root, struct hm_gen_request *r, struct hm_ap
             return BAD(e, "stop", "'stop' must be a string or an array of strings");
         if (json_string_length(x) == 0 || json_string_length(x) > HM_MAX_STOP_LEN)
             return BAD(e, "stop", "'stop' strings must have 1 to %d bytes", HM_MAX_STOP_LEN);
+        if (has_nul(x))
+            return BAD(e, "stop", "'stop' strings must not contain U+0000");
         if (dup_string(x, &r->stop[i], NULL, e) < 0)
             return -1;
         r->n_stop = i + 1;
@@ -445,6 +458,10 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
     if (v) {
         if (!json_is_string(v)) {
             BAD(e, "model", "'model' must be a string");
+            goto out;
+        }
+        if (has_nul(v)) {
+            BAD(e, "model", "'model' must not contain U+0000");
             goto out;
         }
         if (dup_string(v, &r->model, NULL, e) < 0)

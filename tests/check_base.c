@@ -95,6 +95,11 @@ START_TEST(test_mallocarray_overflow)
     char *s = hm_strndup("abcdef", 3);
     ck_assert_str_eq(s, "abc");
     hm_free(s);
+    /* hm_memdup_z keeps bytes after an embedded NUL (hm_strndup stops there) */
+    s = hm_memdup_z("a\0bc", 4);
+    ck_assert_mem_eq(s, "a\0bc\0", 5);
+    hm_free(s);
+    ck_assert_ptr_null(hm_memdup_z("", SIZE_MAX));
 }
 END_TEST
 

@@ -274,7 +274,7 @@ START_TEST(test_server_request)
     for (k = HM_API_COMPLETIONS; k <= HM_API_CHAT; k++) {
         for (n = 1; n < MAX_ITER; n++) {
             hm_alloc_fail_after(n);
-            root = json_loadb(bodies[k], strlen(bodies[k]), JSON_REJECT_DUPLICATES, &je);
+            root = json_loadb(bodies[k], strlen(bodies[k]), JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
             hm_alloc_fail_after(0);
             if (root)
                 break;

@@ -13,8 +13,17 @@ for f in tests/*.log tests/*/*.log; do
     case "$f" in */test-suite.log) continue ;; esac
     grep -H -E '^[0-9]+%: Checks: |^(# )?[0-9]+ passed, [0-9]+ failed' "$f" || true
 done
+# automake writes a :test-result: line into each .trs file; say why a test skipped
+for f in tests/*.trs tests/*/*.trs; do
+    [ -f "$f" ] || continue
+    if grep -q '^:test-result: SKIP' "$f"; then
+        log="${f%.trs}.log"
+        echo "== skipped: ${f%.trs}: $(grep -m1 -i 'skip' "$log" 2>/dev/null || echo '(no reason given)')"
+    fi
+done
 if [ $rc -ne 0 ]; then
+    # test-suite.log (top level) holds the full log of every failed test
     echo "== failures"
-    cat tests/test-suite.log 2>/dev/null | head -200 || true
+    head -c 200000 test-suite.log 2>/dev/null || true
 fi
 exit $rc

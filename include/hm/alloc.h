@@ -27,6 +27,8 @@ void hm_free(void *p);
 /* Returns owned copy of s (NUL-terminated); free with hm_free(). */
 char *hm_strdup(const char *s);
 char *hm_strndup(const char *s, size_t n);
+/* Owned copy of exactly n bytes (which may include NUL bytes) plus a terminating NUL. */
+char *hm_memdup_z(const void *p, size_t n);
 /* hm_malloc(count * size) with an overflow check. */
 void *hm_mallocarray(size_t count, size_t size);
 /* 64-byte aligned allocation, freed with hm_free_aligned(). */

@@ -3,8 +3,8 @@
  * request, for both completion routes.
  *
  * The body goes through what server/api_generate.c and server/api_misc.c do with it:
- * json_loadb(JSON_REJECT_DUPLICATES) (the error message built as hm_api_parse_body builds
- * it), then hm_gen_request_parse() for HM_API_COMPLETIONS and for HM_API_CHAT, then
+ * json_loadb(JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL) (the error message built as
+ * hm_api_parse_body builds it), then hm_gen_request_parse() for HM_API_COMPLETIONS and for HM_API_CHAT, then
  * hm_chat_render() of the messages with every template; also the /tokenize and
  * /detokenize body parsers. (hm_api_parse_body itself needs a live MHD connection, so its
  * few lines are repeated here.)
@@ -98,7 +98,8 @@ static void check_request(const struct hm_gen_request *r, enum hm_api_kind kind)
     FUZZ_ASSERT(r->n >= 1 && r->n <= lim.max_n);
     FUZZ_ASSERT(r->n_stop <= HM_MAX_STOP);
     for (i = 0; i < r->n_stop; i++)
-        FUZZ_ASSERT(r->stop[i] != NULL && strlen(r->stop[i]) <= HM_MAX_STOP_LEN);
+        FUZZ_ASSERT(r->stop[i] != NULL && strlen(r->stop[i]) >= 1 &&
+                    strlen(r->stop[i]) <= HM_MAX_STOP_LEN);
     FUZZ_ASSERT(r->top_logprobs <= 20);
     FUZZ_ASSERT(r->n_bias <= HM_MAX_LOGIT_BIAS);
     for (i = 0; i < r->n_bias; i++)
@@ -135,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int k;
 
     hm_fuzz_init();
-    root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &je);
+    root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root) {
         memset(&e, 0, sizeof(e));
         hm_api_error_set(&e, HM_AERR_INVALID_JSON, NULL,

@@ -289,7 +289,8 @@ static json_t *http_json(const char *path, const char *body, int want_status)
     http(body ? "POST" : "GET", path, NULL, body, &r);
     ck_assert_msg(r.status == want_status, "%s: status %d, want %d: %s", path, r.status,
                   want_status, r.body);
-    j = json_loads(r.body, 0, &je);
+    /* the model may generate a NUL byte: "\u0000" is valid JSON */
+    j = json_loads(r.body, JSON_ALLOW_NUL, &je);
     ck_assert_msg(j != NULL, "%s: body is not JSON (%s): %s", path, je.text, r.body);
     resp_free(&r);
     return j;
@@ -352,7 +353,7 @@ static json_t *sse_events(const char *body)
             done = true;
         } else {
             json_error_t je;
-            json_t *j = json_loadb(p + 6, (size_t)(end - p - 6), 0, &je);
+            json_t *j = json_loadb(p + 6, (size_t)(end - p - 6), JSON_ALLOW_NUL, &je);
             ck_assert_msg(j != NULL, "SSE payload not JSON: %s", je.text);
             json_array_append_new(arr, j);
         }
@@ -604,7 +605,7 @@ START_TEST(stream_bytes_exact)
          "\"logit_bias\":{\"97\":100,\"98\":100}}", &r);
     ck_assert_int_eq(r.status, 200);
     /* rebuild the exact expected bytes from the id and created of the first event */
-    json_t *first = json_loadb(r.body + 6, strcspn(r.body + 6, "\n"), 0, NULL);
+    json_t *first = json_loadb(r.body + 6, strcspn(r.body + 6, "\n"), JSON_ALLOW_NUL, NULL);
     ck_assert_ptr_nonnull(first);
     id = jstr(first, "id");
     long long created = json_integer_value(json_object_get(first, "created"));
@@ -1428,6 +1429,73 @@ START_TEST(logprobs_shapes)
 }
 END_TEST
 
+/* U+0000 is valid JSON text. A prompt or message carrying it is tokenized with its length
+ * (not cut at the NUL); a generated NUL byte comes back as "\u0000", also as a top_logprobs
+ * key. Names and stop strings with a NUL are rejected, so "user\u0000x" is not "user". */
+START_TEST(nul_in_text)
+{
+    json_t *j = http_json("/tokenize", "{\"content\":\"\\u0000\",\"add_special\":false}", 200);
+    json_t *toks = json_object_get(j, "tokens"), *c;
+    json_int_t nul_id;
+    char body[512];
+
+    ck_assert_int_eq(json_array_size(toks), 1);
+    nul_id = json_integer_value(json_array_get(toks, 0));
+    json_decref(j);
+
+    j = http_json("/tokenize", "{\"content\":\"a\\u0000b\",\"add_special\":false}", 200);
+    toks = json_object_get(j, "tokens");
+    ck_assert_int_ge(json_array_size(toks), 2);
+    {
+        char *arr = json_dumps(toks, JSON_COMPACT);
+        snprintf(body, sizeof(body), "{\"tokens\":%s}", arr);
+        free(arr);
+    }
+    json_decref(j);
+    j = http_json("/detokenize", body, 200);
+    c = json_object_get(j, "content");
+    ck_assert_int_eq(json_string_length(c), 3);
+    ck_assert_mem_eq(json_string_value(c), "a\0b", 3);
+    json_decref(j);
+
+    /* the prompt is not cut at the NUL: 3 tokens without BOS, 4 with */
+    j = http_json("/v1/completions", "{\"prompt\":\"a\\u0000b\",\"max_tokens\":1,\"seed\":1}", 200);
+    ck_assert_int_ge(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                        "prompt_tokens")), 3);
+    json_decref(j);
+    json_decref(http_json("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\","
+                          "\"content\":\"x\\u0000\"}],\"max_tokens\":1,\"seed\":1}", 200));
+
+    /* a forced NUL token: text "\u0000\u0000", logprobs keyed by the NUL string */
+    snprintf(body, sizeof(body), "{\"prompt\":\"a\",\"max_tokens\":2,\"temperature\":0,"
+             "\"logprobs\":1,\"logit_bias\":{\"%lld\":100}}", (long long)nul_id);
+    {
+        /* jansson cannot decode a NUL in an object key, so the key is checked in the text */
+        struct resp r;
+        http("POST", "/v1/completions", NULL, body, &r);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_msg(strstr(r.body, "\"text\":\"\\u0000\\u0000\"") &&
+                      strstr(r.body, "\"top_logprobs\":[{\"\\u0000\":"),
+                      "%s", r.body);
+        resp_free(&r);
+    }
+
+    j = http_json("/v1/completions", "{\"prompt\":\"a\",\"stop\":\"x\\u0000\"}", 400);
+    ck_assert_str_eq(jstr(json_object_get(j, "error"), "param"), "stop");
+    json_decref(j);
+    j = http_json("/v1/completions", "{\"prompt\":\"a\",\"stop\":[\"y\",\"\\u0000\"]}", 400);
+    ck_assert_str_eq(jstr(json_object_get(j, "error"), "param"), "stop");
+    json_decref(j);
+    j = http_json("/v1/completions", "{\"prompt\":\"a\",\"model\":\"tiny\\u0000x\"}", 400);
+    ck_assert_str_eq(jstr(json_object_get(j, "error"), "param"), "model");
+    json_decref(j);
+    j = http_json("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\\u0000x\","
+                  "\"content\":\"x\"}]}", 400);
+    ck_assert_str_eq(jstr(json_object_get(j, "error"), "param"), "messages");
+    json_decref(j);
+}
+END_TEST
+
 /* max_tokens absent or null: the default, cut to what fits after a long prompt (not an
  * error); an explicit max_tokens that overflows the context is a 400. Content-Type may
  * carry a charset. */
@@ -1894,6 +1962,7 @@ static Suite *suite(void)
     tcase_add_test(tc, logprobs_shapes);
     tcase_add_test(tc, max_tokens_default_fits);
     tcase_add_test(tc, ignore_eos);
+    tcase_add_test(tc, nul_in_text);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");

@@ -31,7 +31,9 @@ cases=(
 "deep-nesting-messages|400|-|-H|$J|--data-binary|@$deepmsg|/v1/chat/completions"
 "invalid-utf8|400|invalid_json|-H|$J|--data-binary|{\"prompt\":\"a"$'\xff\xfe'"b\"}|/v1/completions"
 "invalid-utf8-chat|400|invalid_json|-H|$J|--data-binary|{\"messages\":[{\"role\":\"user\",\"content\":\""$'\xc0\xaf'"\"}]}|/v1/chat/completions"
-"nul-escape|400|invalid_json|-H|$J|--data-binary|{\"prompt\":\"a\\u0000b\"}|/v1/completions"
+"nul-in-key|400|invalid_json|-H|$J|--data-binary|{\"pro\\u0000mpt\":\"a\"}|/v1/completions"
+"nul-in-stop|400|-|-H|$J|--data-binary|{\"prompt\":\"a\",\"stop\":\"\\u0000\"}|/v1/completions"
+"nul-in-role|400|-|-H|$J|--data-binary|{\"messages\":[{\"role\":\"user\\u0000\",\"content\":\"x\"}]}|/v1/chat/completions"
 "huge-real|400|invalid_json|-H|$J|--data-binary|{\"prompt\":\"x\",\"max_tokens\":1e400}|/v1/completions"
 "huge-integer|400|invalid_json|-H|$J|--data-binary|{\"prompt\":\"x\",\"seed\":99999999999999999999999}|/v1/completions"
 "nan|400|invalid_json|-H|$J|--data-binary|{\"prompt\":\"x\",\"temperature\":NaN}|/v1/completions"
@@ -125,6 +127,13 @@ for r in $(seq "$rounds"); do
     done
 done
 replay_corpus
+# U+0000 inside text is valid JSON and is accepted (tokenized with the rest of the prompt)
+code=$(rel_post_json "$REL_TMP/nul" /v1/completions '{"prompt":"a\u0000b","max_tokens":2}')
+if [ "$code" = 200 ] && rel_is_completion "$REL_TMP/nul"; then
+    echo "ok: nul-in-prompt -> 200"
+else
+    rel_fail "nul-in-prompt: status $code: $(head -c 300 "$REL_TMP/nul")"
+fi
 rss1=$(rel_rss_kb "$SRV_PID")
 rel_log "$(( ${#cases[@]} * rounds )) bad requests; RSS ${rss0} KiB -> ${rss1} KiB"
 rel_check "server still alive" kill -0 "$SRV_PID"
