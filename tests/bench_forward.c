@@ -195,8 +195,10 @@ int main(int argc, char **argv)
     double t0;
     int i;
 
-    if (!getenv("HM_BENCH"))
+    if (!getenv("HM_BENCH")) {
+        printf("SKIP: a benchmark, not a test: run with HM_BENCH=1\n");
         return 77;
+    }
     if (argc > 2 && hm_dtype_from_name(argv[2], &type) < 0)
         return 1;
     hp.n_vocab = 8192;

@@ -18,7 +18,8 @@ for f in tests/*.trs tests/*/*.trs; do
     [ -f "$f" ] || continue
     if grep -q '^:test-result: SKIP' "$f"; then
         log="${f%.trs}.log"
-        echo "== skipped: ${f%.trs}: $(grep -m1 -i 'skip' "$log" 2>/dev/null || echo '(no reason given)')"
+        why=$(grep -m1 -E '^(# )?SKIP:' "$log" 2>/dev/null || true)
+        echo "== skipped: ${f%.trs}: ${why:-(no reason given)}"
     fi
 done
 if [ $rc -ne 0 ]; then
