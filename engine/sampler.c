@@ -421,6 +421,50 @@ static uint32_t top_n(const float *logits, uint32_t n_vocab, uint32_t n, struct 
     return k;
 }
 
+/* log-sum-exp of the logits in float64 (lmax: their maximum), and the n_top best with
+ * their log-probabilities into out. Returns the log-sum-exp. */
+static double log_softmax_top(const float *logits, uint32_t V, float lmax, uint32_t n_top,
+                              struct hm_sample *out)
+{
+    double sum = 0.0, lse;
+    for (uint32_t i = 0; i < V; i++)
+        sum += exp((double)logits[i] - (double)lmax);
+    lse = (double)lmax + log(sum);
+    if (n_top > 0) {
+        struct cand top[HM_MAX_TOP_LOGPROBS];
+        out->n_top = top_n(logits, V, n_top, top);
+        for (uint32_t i = 0; i < out->n_top; i++) {
+            out->top_tokens[i] = top[i].id;
+            out->top_logprobs[i] = (float)((double)top[i].l - lse);
+        }
+    }
+    return lse;
+}
+
+int hm_sampler_score(const float *logits, uint32_t n_vocab, int32_t token, uint32_t n_top,
+                     struct hm_sample *out)
+{
+    float lmax = -INFINITY;
+
+    if (!logits || !out || n_vocab == 0 || token < 0 || (uint32_t)token >= n_vocab ||
+        n_top > HM_MAX_TOP_LOGPROBS)
+        return HM_EINVAL;
+    memset(out, 0, sizeof *out);
+    for (uint32_t i = 0; i < n_vocab; i++) {
+        float l = logits[i];
+        if (isnan(l) || l == INFINITY)
+            return HM_EINVAL;
+        if (l > lmax)
+            lmax = l;
+    }
+    if (lmax == -INFINITY)
+        return HM_EINVAL;
+    out->token = token;
+    out->logprob = (float)((double)logits[token] - log_softmax_top(logits, n_vocab, lmax, n_top,
+                                                                     out));
+    return HM_OK;
+}
+
 int hm_sampler_sample(struct hm_sampler *s, float *logits, struct hm_sample *out)
 {
     const struct hm_sampler_params *p;
@@ -468,20 +512,8 @@ int hm_sampler_sample(struct hm_sampler *s, float *logits, struct hm_sample *out
 
     /* 3. log-probabilities: log_softmax in float64 */
     double lse = 0.0;
-    if (p->want_logprobs) {
-        double sum = 0.0;
-        for (uint32_t i = 0; i < V; i++)
-            sum += exp((double)logits[i] - (double)lmax);
-        lse = (double)lmax + log(sum);
-        if (p->n_top_logprobs > 0) {
-            struct cand top[HM_MAX_TOP_LOGPROBS];
-            out->n_top = top_n(logits, V, p->n_top_logprobs, top);
-            for (uint32_t i = 0; i < out->n_top; i++) {
-                out->top_tokens[i] = top[i].id;
-                out->top_logprobs[i] = (float)((double)top[i].l - lse);
-            }
-        }
-    }
+    if (p->want_logprobs)
+        lse = log_softmax_top(logits, V, lmax, p->n_top_logprobs, out);
 
     if (p->temperature == 0.0f) {
         /* 4. greedy */

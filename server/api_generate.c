@@ -131,6 +131,65 @@ static void logprobs_append(struct hm_req *r, json_t *lp, const struct hm_sample
     json_array_append_new(json_object_get(lp, "text_offset"), json_integer((json_int_t)text_offset));
 }
 
+/* Code points in a token's bytes (completions' text_offset counts characters, from the
+ * tokens' own bytes, so text held back - partial UTF-8, a possible stop sequence - does
+ * not shift it). */
+static size_t token_chars(const struct hm_model *m, int32_t id)
+{
+    size_t len = 0, n = 0;
+    const uint8_t *b = hm_tokenizer_token_bytes(m->tok, id, &len);
+    for (size_t i = 0; i < len; i++)
+        n += (b[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* echo with logprobs: the choice's logprobs object, created with the prompt's first
+ * token, which has no log-probability (null in token_logprobs and top_logprobs, as
+ * OpenAI reports it). */
+static json_t *echo_logprobs(struct hm_req *r, struct hm_choice *ch)
+{
+    const struct hm_model *m = r->srv->model;
+    json_t *lp = ch->logprobs;
+
+    if (lp)
+        return lp;
+    lp = ch->logprobs = json_object();
+    json_object_set_new(lp, "tokens", json_array());
+    json_object_set_new(lp, "token_logprobs", json_array());
+    json_object_set_new(lp, "top_logprobs", json_array());
+    json_object_set_new(lp, "text_offset", json_array());
+    json_array_append_new(json_object_get(lp, "tokens"), token_string(m, ch->prompt_ids[0], NULL));
+    json_array_append_new(json_object_get(lp, "token_logprobs"), json_null());
+    json_array_append_new(json_object_get(lp, "top_logprobs"), json_null());
+    json_array_append_new(json_object_get(lp, "text_offset"),
+                          json_integer((json_int_t)ch->text_offset));
+    ch->text_offset += token_chars(m, ch->prompt_ids[0]);
+    return lp;
+}
+
+static void stream_choice(struct hm_req *r, unsigned index, const char *text, size_t len,
+                          bool role, json_t *lp, const char *finish);
+
+/* echo: before a choice's first token (or its end), its prompt. A stream sends it as
+ * the choice's first chunk, with the prompt's logprobs when asked for; a body already
+ * holds the text, and the logprobs object goes on with the generated tokens. */
+static void echo_begin(struct hm_req *r, struct hm_choice *ch, unsigned index)
+{
+    json_t *lp = NULL;
+
+    if (!ch->echo_pending)
+        return;
+    ch->echo_pending = false;
+    if (ch->prompt_ids)
+        lp = echo_logprobs(r, ch);
+    if (r->stream) {
+        ch->logprobs = NULL; /* the chunk takes it */
+        stream_choice(r, index, ch->echo_text ? ch->echo_text : "", ch->echo_len, false, lp, NULL);
+        hm_free(ch->echo_text);
+        ch->echo_text = NULL;
+    }
+}
+
 static json_t *chunk_base(struct hm_req *r)
 {
     json_t *c = json_object();
@@ -262,8 +321,6 @@ static void choice_text(struct hm_req *r, struct hm_choice *ch, unsigned index, 
     json_t *lp = NULL;
 
     if (r->gr->logprobs && smp) {
-        size_t tlen = 0;
-        const uint8_t *tb = hm_tokenizer_token_bytes(r->srv->model->tok, smp->token, &tlen);
         lp = json_object();
         logprobs_append(r, r->stream ? lp : (ch->logprobs ? ch->logprobs
                                                           : (ch->logprobs = json_object())),
@@ -272,11 +329,7 @@ static void choice_text(struct hm_req *r, struct hm_choice *ch, unsigned index, 
             json_decref(lp);
             lp = NULL;
         }
-        /* text_offset: characters (code points) of the completion before each token,
-         * counted from the tokens' own bytes, so text held back (partial UTF-8, a possible
-         * stop sequence) does not shift it */
-        for (size_t i = 0; i < tlen; i++)
-            ch->text_offset += (tb[i] & 0xC0) != 0x80;
+        ch->text_offset += token_chars(r->srv->model, smp->token);
     }
     if (!r->stream) {
         if (len && hm_buf_append(&ch->text, text, len) < 0)
@@ -380,14 +433,25 @@ void hm_api_on_event(struct hm_server *srv, struct hm_event *ev)
     }
     if (!r)
         return;
-    if (ev->kind == HM_EV_TOKEN || ev->kind == HM_EV_SEQ_DONE) {
+    if (ev->kind == HM_EV_TOKEN || ev->kind == HM_EV_SEQ_DONE || ev->kind == HM_EV_PROMPT) {
         if (ev->index >= r->n_choices)
             return;
         ch = &r->choices[ev->index];
+        if (ev->kind != HM_EV_PROMPT)
+            echo_begin(r, ch, ev->index);
     }
     switch (ev->kind) {
     case HM_EV_ADMITTED:
         r->admitted = true;
+        break;
+    case HM_EV_PROMPT:
+        if (ch->prompt_ids && ch->echo_pending) {
+            json_t *lp = echo_logprobs(r, ch);
+            for (uint32_t k = 0; k < ev->n_prompt_samples; k++) {
+                logprobs_append(r, lp, &ev->prompt[k], ch->text_offset);
+                ch->text_offset += token_chars(srv->model, ev->prompt[k].token);
+            }
+        }
         break;
     case HM_EV_TOKEN:
         if (!r->t_first_ns) {
@@ -486,6 +550,55 @@ static int tokenize_prompt(struct hm_req *r, const char *text, size_t len, unsig
     if (rc < 0)
         return hm_api_error_set(e, hm_api_error_from_hm(rc), NULL, "cannot tokenize: %s",
                                 hm_strerror(rc));
+    return 0;
+}
+
+/* echo: each choice starts with its prompt's text (the string as sent, or the token ids
+ * decoded, invalid UTF-8 replaced) and, with logprobs, keeps the prompt's tokens. */
+static int echo_setup(struct hm_req *r, int32_t **ids, const size_t *n_ids,
+                      struct hm_api_error *e)
+{
+    const struct hm_gen_request *gr = r->gr;
+
+    for (size_t i = 0; i < r->n_choices; i++) {
+        size_t p = i / gr->n;
+        const struct hm_prompt *pr = &gr->prompts[p];
+        struct hm_choice *ch = &r->choices[i];
+        struct hm_buf t;
+        int rc = 0;
+
+        hm_buf_init(&t, (size_t)64 << 20);
+        if (pr->ids) {
+            char *raw = NULL;
+            size_t len = 0;
+            rc = hm_tokenizer_decode(r->srv->model->tok, pr->ids, pr->n_ids, false, &raw, &len);
+            if (rc >= 0)
+                rc = hm_utf8_append_lossy(&t, (const unsigned char *)raw, len);
+            hm_free(raw);
+        } else {
+            rc = hm_buf_append(&t, pr->text, pr->text_len);
+        }
+        if (rc >= 0 && r->stream) {
+            ch->echo_text = hm_memdup_z(t.data ? t.data : "", t.len);
+            ch->echo_len = t.len;
+            rc = ch->echo_text ? 0 : HM_ENOMEM;
+        } else if (rc >= 0 && t.len) {
+            rc = hm_buf_append(&ch->text, t.data, t.len);
+        }
+        hm_buf_release(&t);
+        if (rc >= 0 && gr->logprobs) {
+            ch->prompt_ids = hm_mallocarray(n_ids[p], sizeof(int32_t));
+            if (ch->prompt_ids)
+                memcpy(ch->prompt_ids, ids[p], n_ids[p] * sizeof(int32_t));
+            else
+                rc = HM_ENOMEM;
+            ch->n_prompt = (uint32_t)n_ids[p];
+        }
+        if (rc < 0)
+            return hm_api_error_set(e, HM_AERR_INTERNAL, NULL, "cannot echo the prompt: %s",
+                                    hm_strerror(rc));
+        ch->echo_pending = true;
+    }
     return 0;
 }
 
@@ -589,6 +702,8 @@ void hm_api_generate(struct hm_req *r)
                 max_tokens = mt;
         }
     }
+    if (gr->max_tokens_zero)
+        max_tokens = 0; /* echo: score the prompt, generate nothing */
     n_seq = n_prompts * gr->n;
     if (n_seq > cfg->max_running) {
         hm_api_error_set(&e, HM_AERR_INVALID, "n",
@@ -657,6 +772,7 @@ void hm_api_generate(struct hm_req *r)
         job->n_stop = i + 1;
     }
     job->max_tokens = max_tokens;
+    job->prompt_logprobs = gr->echo && gr->logprobs;
     job->ignore_eos = gr->ignore_eos;
     job->kv_bytes = kv_total;
     {
@@ -682,6 +798,8 @@ void hm_api_generate(struct hm_req *r)
         }
         memcpy(q->prompt, ids[p], n_ids[p] * sizeof(int32_t));
     }
+    if (gr->echo && echo_setup(r, ids, n_ids, &e) < 0)
+        goto fail;
     for (size_t p = 0; p < n_prompts; p++)
         hm_free(ids[p]);
     hm_free(ids);

@@ -472,15 +472,19 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
         goto out;
 
     /* max_completion_tokens (new name) wins over max_tokens */
-    if (get_int(root, "max_tokens", "max_tokens", 1, lim->n_ctx, &i, &given, e) < 0)
+    if (get_int(root, "max_tokens", "max_tokens", 0, lim->n_ctx, &i, &given, e) < 0)
         goto out;
-    if (given)
+    if (given) {
         r->max_tokens = (uint32_t)i;
-    if (get_int(root, "max_completion_tokens", "max_completion_tokens", 1, lim->n_ctx, &i, &given,
+        r->max_tokens_zero = i == 0;
+    }
+    if (get_int(root, "max_completion_tokens", "max_completion_tokens", 0, lim->n_ctx, &i, &given,
                 e) < 0)
         goto out;
-    if (given)
+    if (given) {
         r->max_tokens = (uint32_t)i;
+        r->max_tokens_zero = i == 0;
+    }
 
     if (get_number(root, "temperature", "temperature", 0, 2, false, &d, &given, e) < 0)
         goto out;
@@ -551,10 +555,6 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
     if (kind == HM_API_COMPLETIONS) {
         if (get_bool(root, "echo", "echo", &r->echo, e) < 0)
             goto out;
-        if (r->echo) {
-            BAD(e, "echo", "'echo' is not supported");
-            goto out;
-        }
         v = field(root, "suffix");
         if (v && !(json_is_string(v) && json_string_length(v) == 0)) {
             BAD(e, "suffix", "'suffix' is not supported");
@@ -574,6 +574,11 @@ int hm_gen_request_parse(const json_t *root, enum hm_api_kind kind,
         }
         if (dup_string(v, &r->user, NULL, e) < 0)
             goto out;
+    }
+    if (r->max_tokens_zero && !r->echo) {
+        BAD(e, "max_tokens", "'max_tokens' must be at least 1 (0 only with echo, to score a "
+                             "prompt)");
+        goto out;
     }
     if (parse_hybridmoe(root, lim, r, e) < 0)
         goto out;

@@ -38,7 +38,7 @@ enum hm_api_kind { HM_API_COMPLETIONS = 0, HM_API_CHAT = 1 };
 
 /* One prompt: text, or token ids (exactly one of the two is set). */
 struct hm_prompt {
-    char *text;          /* owned, NUL-terminated (may contain no NUL: jansson rejects \u0000) */
+    char *text;          /* owned, NUL-terminated; may contain NUL bytes (use text_len) */
     size_t text_len;
     int32_t *ids;        /* owned */
     size_t n_ids;
@@ -69,7 +69,8 @@ struct hm_gen_request {
     size_t n_prompts;
     struct hm_chat_msg *messages;/* chat: n_messages (>= 1) */
     size_t n_messages;
-    uint32_t max_tokens;         /* 0 = not given (server default) */
+    uint32_t max_tokens;         /* 0 = not given (server default), unless max_tokens_zero */
+    bool max_tokens_zero;        /* max_tokens 0 was given (only with echo: score the prompt) */
     struct hm_sampler_params sp; /* sp.bias points at bias */
     struct hm_logit_bias *bias;  /* owned */
     size_t n_bias;
@@ -80,7 +81,8 @@ struct hm_gen_request {
     unsigned top_logprobs;       /* alternatives per token (0..20) */
     bool stream;
     bool include_usage;
-    bool echo;                   /* completions: echo (only false supported) */
+    bool echo;                   /* completions: the prompt precedes the completion in text
+                                  * (and in logprobs, its first token with null) */
     bool ignore_eos;             /* vLLM / llama.cpp extension: do not stop at EOS */
     char *user;                  /* owned or NULL */
     struct hm_session_opts so;   /* complexity, window, max_experts, router_threshold */

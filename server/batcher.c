@@ -23,7 +23,9 @@
  *      the token, decodes its bytes through hm_utf8_stream (partial characters held
  *      back), feeds the stop matcher (text that may start a stop sequence held back),
  *      and queues a TOKEN event; a finished sequence frees its session at once and
- *      queues SEQ_DONE; the last one of a job queues JOB_DONE.
+ *      queues SEQ_DONE; the last one of a job queues JOB_DONE. A job with
+ *      prompt_logprobs (echo) runs its prompt chunks with every position's logits (at
+ *      most HM_ECHO_CHUNK tokens a step) and scores them into PROMPT events first.
  * The thread sleeps on a condition variable when there is nothing to run.
  */
 #include "batcher.h"
@@ -101,6 +103,7 @@ void hm_job_unref(struct hm_job *j)
         hm_session_free(q->s);
         hm_sampler_free(q->sm);
         hm_free(q->logits);
+        hm_free(q->prompt_logits);
         hm_stopper_release(&q->stopper);
     }
     for (size_t i = 0; i < 4; i++)
@@ -121,6 +124,7 @@ void hm_event_free(struct hm_event *ev)
     if (ev->kind == HM_EV_JOB_DONE)
         hm_job_unref(ev->job);
     hm_free(ev->text);
+    hm_free(ev->prompt);
     hm_free(ev);
 }
 
@@ -134,7 +138,7 @@ static struct hm_event *event_new(struct hm_job *j, enum hm_ev_kind kind, unsign
 
     for (int tries = 0;; tries++) {
         ev = hm_calloc(1, sizeof(*ev));
-        if (ev || kind == HM_EV_TOKEN || kind == HM_EV_ADMITTED)
+        if (ev || kind == HM_EV_TOKEN || kind == HM_EV_ADMITTED || kind == HM_EV_PROMPT)
             break;
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
@@ -222,6 +226,8 @@ static void seq_finish(struct hm_batcher *b, struct hm_job *j, struct hm_job_seq
     q->sm = NULL;
     hm_free(q->logits);
     q->logits = NULL;
+    hm_free(q->prompt_logits);
+    q->prompt_logits = NULL;
     q->done = true;
     j->n_done++;
     event_queue(b, ev);
@@ -303,7 +309,9 @@ static void job_start(struct hm_batcher *b, struct hm_job *j)
         sp.seed = j->sp.seed + q->index;
         rc = hm_sampler_new(&sp, V, &q->sm);
         q->logits = hm_mallocarray(V, sizeof(float));
-        if (rc < 0 || !q->logits) {
+        if (j->prompt_logprobs)
+            q->prompt_logits = hm_mallocarray((size_t)HM_ECHO_CHUNK * V, sizeof(float));
+        if (rc < 0 || !q->logits || (j->prompt_logprobs && !q->prompt_logits)) {
             seq_finish(b, j, q, HM_FINISH_ERROR, rc < 0 ? rc : HM_ENOMEM,
                        rc < 0 ? "invalid sampling parameters" : "out of memory", NULL);
             continue;
@@ -325,6 +333,10 @@ static void seq_after_logits(struct hm_batcher *b, struct hm_job *j, struct hm_j
     const uint8_t *bytes;
     int rc;
 
+    if (j->max_tokens == 0) { /* echo: the prompt was all that was asked for */
+        seq_finish(b, j, q, HM_FINISH_LENGTH, 0, NULL, NULL);
+        return;
+    }
     hm_buf_init(&text, (size_t)1 << 20);
     rc = hm_sampler_sample(q->sm, q->logits, &smp);
     if (rc < 0) {
@@ -379,6 +391,45 @@ flush:
 oom:
     hm_buf_release(&text);
     seq_finish(b, j, q, HM_FINISH_ERROR, HM_ENOMEM, "out of memory", NULL);
+}
+
+/* After a prompt chunk of `take` tokens run with all logits (echo with logprobs): scores
+ * the prompt tokens those logits predict (row r predicts the token after position
+ * past + r), queues them as one HM_EV_PROMPT, and at the end of the prompt goes on to
+ * the first generated token with the last row. */
+static void seq_after_prompt_chunk(struct hm_batcher *b, struct hm_job *j, struct hm_job_seq *q,
+                                   uint32_t take)
+{
+    uint32_t V = b->m->hp.n_vocab, end = hm_session_n_past(q->s), past = end - take;
+    uint32_t last = end < q->n_prompt - 1 ? end : q->n_prompt - 1;
+    uint32_t count = last > past ? last - past : 0;
+
+    if (count) {
+        struct hm_event *ev = event_new(j, HM_EV_PROMPT, q->index);
+        if (ev)
+            ev->prompt = hm_mallocarray(count, sizeof(*ev->prompt));
+        if (!ev || !ev->prompt) {
+            hm_event_free(ev);
+            seq_finish(b, j, q, HM_FINISH_ERROR, HM_ENOMEM, "out of memory", NULL);
+            return;
+        }
+        for (uint32_t k = 0; k < count; k++) {
+            int rc = hm_sampler_score(q->prompt_logits + (size_t)k * V, V,
+                                      q->prompt[past + 1 + k], j->sp.n_top_logprobs,
+                                      &ev->prompt[k]);
+            if (rc < 0) {
+                hm_event_free(ev);
+                seq_finish(b, j, q, HM_FINISH_ERROR, rc, "scoring the prompt failed", NULL);
+                return;
+            }
+        }
+        ev->n_prompt_samples = count;
+        event_queue(b, ev);
+    }
+    if (end == q->n_prompt) {
+        memcpy(q->logits, q->prompt_logits + (size_t)(take - 1) * V, (size_t)V * sizeof(float));
+        seq_after_logits(b, j, q);
+    }
 }
 
 /* ---- the thread --------------------------------------------------------------- */
@@ -489,9 +540,17 @@ static bool run_step(struct hm_batcher *b)
                 continue;
             left = q->n_prompt - past;
             take = left < budget ? left : budget;
-            b->items[n] = (struct hm_step_item){
-                .s = q->s, .n_tokens = take, .logits = take == left ? q->logits : NULL
-            };
+            if (j->prompt_logprobs) {
+                if (take > HM_ECHO_CHUNK)
+                    take = HM_ECHO_CHUNK;
+                b->items[n] = (struct hm_step_item){
+                    .s = q->s, .n_tokens = take, .all_logits = true, .logits = q->prompt_logits
+                };
+            } else {
+                b->items[n] = (struct hm_step_item){
+                    .s = q->s, .n_tokens = take, .logits = take == left ? q->logits : NULL
+                };
+            }
             b->item_seq[n] = q;
             b->item_job[n] = j;
             n++;
@@ -516,6 +575,8 @@ static bool run_step(struct hm_batcher *b)
             continue;
         if (rc < 0)
             seq_finish(b, b->item_job[i], q, HM_FINISH_ERROR, rc, hm_strerror(rc), NULL);
+        else if (b->items[i].all_logits)
+            seq_after_prompt_chunk(b, b->item_job[i], q, b->items[i].n_tokens);
         else if (b->items[i].logits)
             seq_after_logits(b, b->item_job[i], q);
     }

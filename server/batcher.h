@@ -39,6 +39,9 @@
 
 struct hm_model;
 
+/* Prompt tokens per step of a sequence whose prompt is scored (bounds its logits buffer). */
+#define HM_ECHO_CHUNK 64
+
 enum hm_finish {
     HM_FINISH_NONE = 0,
     HM_FINISH_STOP,      /* EOS or a stop sequence */
@@ -58,6 +61,7 @@ struct hm_job_seq {
     struct hm_session *s;
     struct hm_sampler *sm;
     float *logits;               /* V floats */
+    float *prompt_logits;        /* HM_ECHO_CHUNK x V floats (job->prompt_logprobs only) */
     uint32_t n_gen;
     bool done;
     struct hm_utf8_stream us;
@@ -76,8 +80,10 @@ struct hm_job {
     struct hm_logit_bias *bias;   /* owned */
     char *stops[4];               /* owned */
     size_t n_stop;
-    uint32_t max_tokens;
+    uint32_t max_tokens;          /* 0: score the prompt only (echo), generate nothing */
     bool ignore_eos;              /* EOS is an ordinary token (runs to max_tokens) */
+    bool prompt_logprobs;         /* echo with logprobs: score every prompt token after the
+                                   * first (HM_EV_PROMPT), with sp.n_top_logprobs alternatives */
     uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = none */
     uint64_t kv_bytes;            /* planned, sum over sequences (admission) */
     uint64_t t_submit_ns;
@@ -96,6 +102,7 @@ void hm_job_cancel(struct hm_job *j);
 
 enum hm_ev_kind {
     HM_EV_ADMITTED,  /* the job left the queue; sessions exist */
+    HM_EV_PROMPT,    /* log-probabilities of prompt tokens of one sequence (echo) */
     HM_EV_TOKEN,     /* one generated token of one sequence */
     HM_EV_SEQ_DONE,  /* one sequence finished (finish, stats) */
     HM_EV_JOB_DONE,  /* every sequence finished; the last event of the job */
@@ -112,6 +119,10 @@ struct hm_event {
     size_t text_len;
     bool has_sample;              /* false for a text-only tail (SEQ_DONE flush) */
     struct hm_sample sample;      /* token, logprob, top alternatives */
+    /* PROMPT: the next prompt tokens in order, from prompt position 1 on (position 0 has no
+     * log-probability); owned */
+    struct hm_sample *prompt;
+    uint32_t n_prompt_samples;
     /* SEQ_DONE */
     enum hm_finish finish;
     int err;

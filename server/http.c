@@ -147,6 +147,8 @@ static void req_free(struct hm_req *r)
     for (size_t i = 0; i < r->n_choices; i++) {
         hm_buf_release(&r->choices[i].text);
         json_decref(r->choices[i].logprobs);
+        hm_free(r->choices[i].echo_text);
+        hm_free(r->choices[i].prompt_ids);
     }
     hm_free(r->choices);
     json_decref(r->resp);

@@ -77,6 +77,12 @@ struct hm_choice {
     uint32_t n_gen;
     uint64_t last_token_ns;
     size_t text_offset;        /* completions logprobs: characters before the next token */
+    /* echo (completions) */
+    char *echo_text;           /* stream: the prompt text, sent before the first token */
+    size_t echo_len;
+    bool echo_pending;         /* stream: echo_text not sent yet */
+    int32_t *prompt_ids;       /* with logprobs: the prompt's tokens (owned) */
+    uint32_t n_prompt;
     struct hm_session_stats stats;
     int err;
     char msg[160];

@@ -291,6 +291,48 @@ START_TEST(test_logprobs)
 }
 END_TEST
 
+/* hm_sampler_score: any token's log-probability under the raw logits, bit-identical to
+ * what sampling reports for the same logits; bad arguments are HM_EINVAL */
+START_TEST(test_score)
+{
+    float l[4] = {1.0f, 2.0f, 3.0f, 2.0f}, copy[4];
+    double lse = log(exp(1.0) + 2 * exp(2.0) + exp(3.0));
+    struct hm_sampler_params p = hm_sampler_params_default();
+    struct hm_sample r, g;
+
+    ck_assert_int_eq(hm_sampler_score(l, 4, 0, 2, &r), HM_OK);
+    ck_assert_int_eq(r.token, 0);
+    ck_assert_float_eq_tol(r.logprob, (float)(1.0 - lse), 1e-6f);
+    ck_assert_uint_eq(r.n_top, 2);
+    ck_assert_int_eq(r.top_tokens[0], 2);
+    ck_assert_int_eq(r.top_tokens[1], 1);
+    ck_assert_int_eq(hm_sampler_score(l, 4, 3, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.n_top, 0);
+    ck_assert_float_eq_tol(r.logprob, (float)(2.0 - lse), 1e-6f);
+
+    p.temperature = 0.0f;
+    p.want_logprobs = true;
+    p.n_top_logprobs = 3;
+    struct hm_sampler *s = mk(&p, 4);
+    memcpy(copy, l, sizeof(l));
+    ck_assert_int_eq(hm_sampler_sample(s, copy, &g), HM_OK);
+    ck_assert_int_eq(hm_sampler_score(l, 4, g.token, 3, &r), HM_OK);
+    ck_assert(memcmp(&r, &g, sizeof(r)) == 0);
+    hm_sampler_free(s);
+
+    ck_assert_int_eq(hm_sampler_score(l, 4, 4, 0, &r), HM_EINVAL);
+    ck_assert_int_eq(hm_sampler_score(l, 4, -1, 0, &r), HM_EINVAL);
+    ck_assert_int_eq(hm_sampler_score(l, 4, 0, HM_MAX_TOP_LOGPROBS + 1, &r), HM_EINVAL);
+    ck_assert_int_eq(hm_sampler_score(NULL, 4, 0, 0, &r), HM_EINVAL);
+    l[1] = NAN;
+    ck_assert_int_eq(hm_sampler_score(l, 4, 0, 0, &r), HM_EINVAL);
+    {
+        float ninf[2] = {-INFINITY, -INFINITY};
+        ck_assert_int_eq(hm_sampler_score(ninf, 2, 0, 0, &r), HM_EINVAL);
+    }
+}
+END_TEST
+
 START_TEST(test_bias)
 {
     const struct hm_logit_bias b[2] = {{0, 10.0f}, {2, -100.0f}};
@@ -645,6 +687,7 @@ static Suite *sampler_suite(void)
     tcase_add_test(core, test_distribution);
     tcase_add_test(core, test_determinism);
     tcase_add_test(core, test_logprobs);
+    tcase_add_test(core, test_score);
     tcase_add_test(core, test_bias);
     tcase_add_test(core, test_penalties);
     tcase_add_test(limits, test_large_vocab_reference);

@@ -117,6 +117,9 @@ static void collect(struct hm_batcher *b, struct hm_job **jobs, size_t n_jobs,
             case HM_EV_JOB_DONE:
                 done++;
                 break;
+            case HM_EV_PROMPT:
+                ck_abort_msg("prompt scores without echo");
+                break;
             }
             hm_event_free(ev);
         }

@@ -186,6 +186,17 @@ START_TEST(client_extensions)
     ck_assert(!r->logprobs);
     ck_assert_uint_eq(r->top_logprobs, 0);
     hm_gen_request_free(r);
+    /* echo, and max_tokens 0 with it (score the prompt only) */
+    r = ok("{\"prompt\":\"hi\",\"echo\":true,\"max_tokens\":0,\"logprobs\":1}",
+           HM_API_COMPLETIONS);
+    ck_assert(r->echo);
+    ck_assert(r->max_tokens_zero);
+    ck_assert_uint_eq(r->max_tokens, 0);
+    hm_gen_request_free(r);
+    r = ok("{\"prompt\":\"hi\",\"echo\":true,\"max_tokens\":3}", HM_API_COMPLETIONS);
+    ck_assert(r->echo && !r->max_tokens_zero);
+    ck_assert_uint_eq(r->max_tokens, 3);
+    hm_gen_request_free(r);
 }
 END_TEST
 
@@ -297,7 +308,10 @@ static const struct bad bads[] = {
     { "{\"prompt\":\"a\",\"stream_options\":{\"include_usage\":1}}", C,
       "stream_options.include_usage" },
     { "{\"prompt\":\"a\",\"user\":5}", C, "user" },
-    { "{\"prompt\":\"a\",\"echo\":true}", C, "echo" },
+    { "{\"prompt\":\"a\",\"max_completion_tokens\":0}", C, "max_tokens" },
+    { "{\"prompt\":\"a\",\"echo\":false,\"max_tokens\":0}", C, "max_tokens" },
+    { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}", H,
+      "max_tokens" },
     { "{\"prompt\":\"a\",\"echo\":\"no\"}", C, "echo" },
     { "{\"prompt\":\"a\",\"suffix\":\"x\"}", C, "suffix" },
     { "{\"prompt\":\"a\",\"best_of\":3}", C, "best_of" },

@@ -65,6 +65,13 @@ void hm_sampler_free(struct hm_sampler *s);
 /* Samples from n_vocab logits (modified in place). */
 int hm_sampler_sample(struct hm_sampler *s, float *logits, struct hm_sample *out);
 void hm_sampler_accept(struct hm_sampler *s, int32_t token);
+/* Scores a given token (echo / prompt log-probabilities): out->token = token, its
+ * log-probability and the n_top best alternatives under log_softmax(logits) of the raw
+ * logits - no bias, penalties or temperature - computed exactly as hm_sampler_sample
+ * computes them. HM_EINVAL for a token outside [0, n_vocab), n_top above
+ * HM_MAX_TOP_LOGPROBS, or unusable logits (NaN, +inf, all -inf). */
+int hm_sampler_score(const float *logits, uint32_t n_vocab, int32_t token, uint32_t n_top,
+                     struct hm_sample *out);
 
 /* The PRNG, exposed for tests and documentation. */
 struct hm_rng {

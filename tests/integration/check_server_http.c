@@ -1496,6 +1496,131 @@ START_TEST(nul_in_text)
 }
 END_TEST
 
+/* echo (completions): the prompt comes first in the text and, with logprobs, in the
+ * logprobs arrays (its first token null). A prompt token's log-probability is exactly the
+ * one it gets when it is generated at temperature 0; max_tokens 0 scores the prompt only;
+ * prompts longer than a scoring chunk (64 tokens) give the same numbers as shorter ones
+ * (fixed complexity and window, so both requests run the same model); streams send the
+ * prompt as each choice's first chunk. */
+START_TEST(echo_and_prompt_logprobs)
+{
+    json_t *j, *lp, *a, *b, *toks;
+    char body[4096], *arr;
+    double gen_lp;
+    char gen_tok[32];
+    size_t off, n;
+
+    /* echo without logprobs: prompt + the same completion as without echo */
+    j = http_json("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":4,\"temperature\":0}",
+                  200);
+    snprintf(body, sizeof(body), "hello%s", jstr(choice0(j), "text"));
+    json_decref(j);
+    j = http_json("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":4,\"temperature\":0,"
+                  "\"echo\":true}", 200);
+    ck_assert_str_eq(jstr(choice0(j), "text"), body);
+    json_decref(j);
+
+    /* a generated token's logprob == its logprob as the last token of an echoed prompt */
+    j = http_json("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":1,\"temperature\":0,"
+                  "\"logprobs\":0}", 200);
+    lp = json_object_get(choice0(j), "logprobs");
+    snprintf(gen_tok, sizeof(gen_tok), "%s",
+             json_string_value(json_array_get(json_object_get(lp, "tokens"), 0)));
+    gen_lp = json_real_value(json_array_get(json_object_get(lp, "token_logprobs"), 0));
+    snprintf(body, sizeof(body), "{\"content\":\"hello%s\"}", gen_tok);
+    json_decref(j);
+    j = http_json("/tokenize", body, 200);
+    toks = json_object_get(j, "tokens");
+    n = json_array_size(toks);
+    ck_assert_int_eq(n, 7); /* BOS + 5 bytes + the generated token */
+    arr = json_dumps(toks, JSON_COMPACT);
+    json_decref(j);
+    snprintf(body, sizeof(body), "{\"prompt\":%s,\"max_tokens\":0,\"echo\":true,\"logprobs\":2}",
+             arr);
+    free(arr);
+    j = http_json("/v1/completions", body, 200);
+    lp = json_object_get(choice0(j), "logprobs");
+    ck_assert_str_eq(jstr(choice0(j), "finish_reason"), "length");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                        "completion_tokens")), 0);
+    ck_assert_int_eq(json_array_size(json_object_get(lp, "tokens")), n);
+    ck_assert(json_is_null(json_array_get(json_object_get(lp, "token_logprobs"), 0)));
+    ck_assert(json_is_null(json_array_get(json_object_get(lp, "top_logprobs"), 0)));
+    ck_assert(json_real_value(json_array_get(json_object_get(lp, "token_logprobs"), n - 1)) ==
+              gen_lp);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(lp, "tokens"), n - 1)),
+                     gen_tok);
+    for (size_t i = 1; i < n; i++) { /* the token itself, plus up to 2 alternatives */
+        json_t *d = json_array_get(json_object_get(lp, "top_logprobs"), i);
+        ck_assert_int_ge(json_object_size(d), 2);
+        ck_assert_int_le(json_object_size(d), 3);
+    }
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "hello%s", gen_tok);
+        ck_assert_str_eq(jstr(choice0(j), "text"), want);
+    }
+    json_decref(j);
+
+    /* 150 prompt tokens (3 scoring chunks) against their first 100 (2 chunks) */
+    off = (size_t)snprintf(body, sizeof(body), "{\"prompt\":[");
+    for (int i = 0; i < 150; i++)
+        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%d", i ? "," : "",
+                                97 + (i * 7) % 26);
+    snprintf(body + off, sizeof(body) - off, "],\"max_tokens\":0,\"echo\":true,\"logprobs\":0,"
+             "\"hybridmoe\":{\"complexity\":0.5,\"window\":64}}");
+    a = http_json("/v1/completions", body, 200);
+    off = (size_t)snprintf(body, sizeof(body), "{\"prompt\":[");
+    for (int i = 0; i < 100; i++)
+        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%d", i ? "," : "",
+                                97 + (i * 7) % 26);
+    snprintf(body + off, sizeof(body) - off, "],\"max_tokens\":0,\"echo\":true,\"logprobs\":0,"
+             "\"hybridmoe\":{\"complexity\":0.5,\"window\":64}}");
+    b = http_json("/v1/completions", body, 200);
+    {
+        json_t *la = json_object_get(json_object_get(choice0(a), "logprobs"), "token_logprobs");
+        json_t *lb = json_object_get(json_object_get(choice0(b), "logprobs"), "token_logprobs");
+        json_t *oa = json_object_get(json_object_get(choice0(a), "logprobs"), "text_offset");
+        ck_assert_int_eq(json_array_size(la), 150);
+        ck_assert_int_eq(json_array_size(lb), 100);
+        for (size_t i = 1; i < 100; i++)
+            ck_assert_msg(json_real_value(json_array_get(la, i)) ==
+                          json_real_value(json_array_get(lb, i)), "token %zu", i);
+        for (size_t i = 0; i < 150; i++)
+            ck_assert_int_eq(json_integer_value(json_array_get(oa, i)), (json_int_t)i);
+        ck_assert_int_eq(strlen(jstr(choice0(a), "text")), 150);
+    }
+    json_decref(a);
+    json_decref(b);
+
+    /* a stream: each choice's first chunk is its prompt; the texts add up to the body's */
+    {
+        struct resp r;
+        json_t *evs;
+        char text[2][256] = { "", "" };
+        bool first[2] = { true, true };
+        const char *req = "{\"prompt\":\"hi\",\"max_tokens\":3,\"temperature\":0,\"echo\":true,"
+                          "\"n\":2,\"stream\":true,\"logit_bias\":{\"120\":50}}";
+        http("POST", "/v1/completions", NULL, req, &r);
+        ck_assert_int_eq(r.status, 200);
+        evs = sse_events(r.body);
+        resp_free(&r);
+        for (size_t i = 0; i < json_array_size(evs); i++) {
+            json_t *c = choice0(json_array_get(evs, i));
+            json_int_t k = json_integer_value(json_object_get(c, "index"));
+            ck_assert(k == 0 || k == 1);
+            if (first[k])
+                ck_assert_str_eq(jstr(c, "text"), "hi");
+            first[k] = false;
+            strncat(text[k], jstr(c, "text"), sizeof(text[k]) - strlen(text[k]) - 1);
+        }
+        json_decref(evs);
+        ck_assert_str_eq(text[0], "hixxx");
+        ck_assert_str_eq(text[1], "hixxx");
+    }
+}
+END_TEST
+
 /* max_tokens absent or null: the default, cut to what fits after a long prompt (not an
  * error); an explicit max_tokens that overflows the context is a 400. Content-Type may
  * carry a charset. */
@@ -1963,6 +2088,7 @@ static Suite *suite(void)
     tcase_add_test(tc, max_tokens_default_fits);
     tcase_add_test(tc, ignore_eos);
     tcase_add_test(tc, nul_in_text);
+    tcase_add_test(tc, echo_and_prompt_logprobs);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
