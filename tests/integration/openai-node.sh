@@ -2,7 +2,7 @@
 # A real client: the official `openai` npm package (v4) runs completions, chat and
 # streaming against hybridmoe-server on 127.0.0.1 with the tiny model, and checks the
 # results: n > 1 (also streamed, per choice index), several prompts, logprobs shapes,
-# stop sequences, stream_options.include_usage, many requests on kept-alive
+# stop sequences, echo (prompt scoring), stream_options.include_usage, many requests on kept-alive
 # connections, and errors as the SDK's typed exceptions (401, 404 model, 400 param and
 # context, an error inside a stream). Skips (exit 77) when node/npm are missing or the
 # package cannot be installed.
@@ -88,6 +88,19 @@ const cs = await client.completions.create({ model: 'tiny', prompt: 'Hello', max
 let ctext = '';
 for await (const chunk of cs) for (const ch of chunk.choices) ctext += ch.text;
 assert.equal(ctext, c.choices[0].text);
+
+// echo: scoring a text as lm-evaluation-harness does (prompt logprobs, nothing generated),
+// and the prompt in front of a completion
+const sc = await client.completions.create({ model: 'tiny', prompt: 'Hello', max_tokens: 0,
+                                             echo: true, logprobs: 1 });
+assert.equal(sc.choices[0].text, 'Hello');
+assert.equal(sc.usage.completion_tokens, 0);
+assert.equal(sc.choices[0].logprobs.tokens.length, sc.usage.prompt_tokens);
+assert.equal(sc.choices[0].logprobs.token_logprobs[0], null);
+assert.ok(sc.choices[0].logprobs.token_logprobs.slice(1).every((x) => x < 0));
+const ec = await client.completions.create({ model: 'tiny', prompt: 'Hello', max_tokens: 8,
+                                             temperature: 0, echo: true });
+assert.equal(ec.choices[0].text, 'Hello' + c.choices[0].text);
 
 // errors surface as APIError with the status and param
 await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', temperature: 3 }),
