@@ -1496,6 +1496,22 @@ START_TEST(nul_in_text)
 }
 END_TEST
 
+/* Scores (echo, max_tokens 0, logprobs 0) the first n of a fixed sequence of letter
+ * tokens, with complexity and window fixed so that prompts of any length run the same
+ * model. */
+static json_t *echo_score_ids(int n)
+{
+    char body[4096];
+    size_t off = (size_t)snprintf(body, sizeof(body), "{\"prompt\":[");
+
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%d", i ? "," : "",
+                                97 + (i * 7) % 26);
+    snprintf(body + off, sizeof(body) - off, "],\"max_tokens\":0,\"echo\":true,\"logprobs\":0,"
+             "\"hybridmoe\":{\"complexity\":0.5,\"window\":64}}");
+    return http_json("/v1/completions", body, 200);
+}
+
 /* echo (completions): the prompt comes first in the text and, with logprobs, in the
  * logprobs arrays (its first token null). A prompt token's log-probability is exactly the
  * one it gets when it is generated at temperature 0; max_tokens 0 scores the prompt only;
@@ -1508,7 +1524,7 @@ START_TEST(echo_and_prompt_logprobs)
     char body[4096], *arr;
     double gen_lp;
     char gen_tok[32];
-    size_t off, n;
+    size_t n;
 
     /* echo without logprobs: prompt + the same completion as without echo */
     j = http_json("/v1/completions", "{\"prompt\":\"hello\",\"max_tokens\":4,\"temperature\":0}",
@@ -1563,20 +1579,8 @@ START_TEST(echo_and_prompt_logprobs)
     json_decref(j);
 
     /* 150 prompt tokens (3 scoring chunks) against their first 100 (2 chunks) */
-    off = (size_t)snprintf(body, sizeof(body), "{\"prompt\":[");
-    for (int i = 0; i < 150; i++)
-        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%d", i ? "," : "",
-                                97 + (i * 7) % 26);
-    snprintf(body + off, sizeof(body) - off, "],\"max_tokens\":0,\"echo\":true,\"logprobs\":0,"
-             "\"hybridmoe\":{\"complexity\":0.5,\"window\":64}}");
-    a = http_json("/v1/completions", body, 200);
-    off = (size_t)snprintf(body, sizeof(body), "{\"prompt\":[");
-    for (int i = 0; i < 100; i++)
-        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%d", i ? "," : "",
-                                97 + (i * 7) % 26);
-    snprintf(body + off, sizeof(body) - off, "],\"max_tokens\":0,\"echo\":true,\"logprobs\":0,"
-             "\"hybridmoe\":{\"complexity\":0.5,\"window\":64}}");
-    b = http_json("/v1/completions", body, 200);
+    a = echo_score_ids(150);
+    b = echo_score_ids(100);
     {
         json_t *la = json_object_get(json_object_get(choice0(a), "logprobs"), "token_logprobs");
         json_t *lb = json_object_get(json_object_get(choice0(b), "logprobs"), "token_logprobs");
