@@ -18,6 +18,7 @@
  */
 #include "server.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,42 @@ static void notify_state(const char *state)
 static uint64_t watchdog_usec(void)
 {
     return hm_notify_watchdog_usec();
+}
+
+/* STATUS= for `systemctl status` (sd_notify(3)): what the server is doing, sent when it
+ * changes (the tick runs at most once a second when idle). */
+static void notify_status(struct hm_server *srv, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void notify_status(struct hm_server *srv, const char *fmt, ...)
+{
+    char st[7 + sizeof(srv->last_status)]; /* "STATUS=" + at most last_status's size */
+    va_list ap;
+
+    if (!hm_notify_enabled())
+        return;
+    memcpy(st, "STATUS=", 7);
+    va_start(ap, fmt);
+    vsnprintf(st + 7, sizeof(st) - 7, fmt, ap);
+    va_end(ap);
+    if (!strcmp(st + 7, srv->last_status))
+        return;
+    memcpy(srv->last_status, st + 7, sizeof(srv->last_status));
+    notify_state(st);
+}
+
+static void notify_serving_status(struct hm_server *srv)
+{
+    struct hm_batcher_stats bs = { 0 };
+    uint64_t served = 0;
+
+    if (!hm_notify_enabled() || !srv->batcher)
+        return;
+    hm_batcher_get_stats(srv->batcher, &bs);
+    for (size_t i = 0; i < HM_STATUS_CODES; i++)
+        served += srv->metrics.requests_by_status[i];
+    notify_status(srv, "serving '%s': %u running, %u waiting; %llu requests, %llu tokens "
+                  "generated", srv->model_id, bs.running_seqs, bs.waiting_seqs,
+                  (unsigned long long)served, (unsigned long long)bs.generated_tokens);
 }
 
 static void async_cb(uv_async_t *a)
@@ -88,6 +125,8 @@ void hm_loop_begin_drain(struct hm_server *srv)
     srv->draining = true;
     srv->drain_deadline_ns = hm_now_ns() + (uint64_t)srv->cfg->drain_timeout * 1000000000ull;
     notify_state("STOPPING=1");
+    notify_status(srv, "draining: %u request(s) in flight, up to %u s", srv->n_gen_active,
+                  srv->cfg->drain_timeout);
     hm_log(HM_LOG_INFO, "draining: %u generation request(s) in flight, up to %u s",
            srv->n_gen_active, srv->cfg->drain_timeout);
     hm_http_quiesce(srv);
@@ -134,6 +173,8 @@ static void tick_cb(uv_timer_t *t)
             srv->last_watchdog_ns = now;
         }
     }
+    if (!srv->draining && srv->ready)
+        notify_serving_status(srv);
     if (srv->draining) {
         if (srv->n_gen_active == 0 && !generation_requests_alive(srv)) {
             stop_now(srv);
@@ -204,6 +245,7 @@ void hm_loop_model_ready(struct hm_server *srv)
     srv->ready = true;
     notify_state("READY=1");
     srv->last_watchdog_ns = hm_now_ns();
+    notify_serving_status(srv);
     hm_log(HM_LOG_INFO, "ready: listening on http://%s:%u (model '%s')", srv->cfg->host,
            srv->port, srv->model_id);
 }

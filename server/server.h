@@ -155,6 +155,7 @@ struct hm_server {
     unsigned pending_jobs, pending_seqs, running_seqs; /* loop-side admission view */
     uint64_t next_id;
     uint64_t last_watchdog_ns;
+    char last_status[160];         /* the last STATUS= sent to systemd */
 
     struct hm_metrics metrics;
 

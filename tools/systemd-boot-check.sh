@@ -11,7 +11,7 @@
 # new PID, mount and network namespaces (its own loopback, so ports of the host do not
 # matter), and the checks talk to it through nsenter:
 #   1. `systemctl start hybridmoe` returns once the server sent READY=1 (Type=notify); /health
-#      and a completion answer;
+#      and a completion answer; `systemctl status` shows the server's STATUS= line;
 #   2. the watchdog (WatchdogSec=30) does not fire on a healthy server: same PID after 35 s;
 #   3. `systemctl stop` with requests in flight: every one completes, exit 0, Result=success;
 #   4. a crash (SIGSEGV) is restarted; a bad configuration (exit 78) is not;
@@ -107,6 +107,11 @@ else
     bad "hybridmoe did not start"; in_os journalctl -u hybridmoe --no-pager | tail -20
 fi
 [ "$(http http://127.0.0.1:8080/health)" = 200 ] && ok "/health 200" || bad "/health"
+sleep 1.5 # the status line follows the server's state within a second
+case "$(prop hybridmoe StatusText)" in
+serving*) ok "systemctl status shows: $(prop hybridmoe StatusText)" ;;
+*) bad "StatusText: '$(prop hybridmoe StatusText)'" ;;
+esac
 [ "$(http -H "$J" -d '{"prompt":"ROMEO:","max_tokens":8}' http://127.0.0.1:8080/v1/completions)" = 200 ] &&
     ok "a completion" || bad "completion"
 

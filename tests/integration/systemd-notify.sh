@@ -36,6 +36,9 @@ run_case() {
     done
     [ "$(sed -n '/READY=1/,$p' "$out" | grep -cE '(^| )WATCHDOG=1( |$)')" -ge 2 ] ||
         hm_fail "$name: fewer than 2 WATCHDOG=1 in 10 s with WATCHDOG_USEC=2000000"
+    # STATUS= for systemctl status: what it serves, sent with READY=1 or after it
+    sed -n '/READY=1/,$p' "$out" | grep -qE "(^| )STATUS=serving '[^']+': [0-9]+ running" ||
+        hm_fail "$name: no STATUS=serving ... after READY=1: $(cat "$out")"
 
     kill -TERM "$spid"
     hm_wait_grep '(^| )STOPPING=1( |$)' "$out" 30
@@ -56,6 +59,8 @@ run_case() {
     # a ping may race with the SIGTERM handler, but READY=1 must never follow STOPPING=1
     sed -n "$((stop + 1)),\$p" "$out" | grep -qE '(^| )READY=1( |$)' &&
         hm_fail "$name: READY=1 after STOPPING=1"
+    sed -n "$stop,\$p" "$out" | grep -qE '(^| )STATUS=draining: ' ||
+        hm_fail "$name: no STATUS=draining with STOPPING=1: $(cat "$out")"
     hm_log "$name: $(grep -c . "$out") datagrams: READY=1 line $ready, STOPPING=1 line $stop, ok"
 }
 
