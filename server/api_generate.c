@@ -681,7 +681,9 @@ void hm_api_generate(struct hm_req *r)
             hm_api_error_set(&e, HM_AERR_INVALID, pparam, "the prompt is empty");
             goto fail;
         }
-        if (n_ids[p] >= n_ctx) {
+        /* scoring only (echo, max_tokens 0) may fill the context; otherwise at least one
+         * generated token must fit */
+        if (n_ids[p] > n_ctx || (n_ids[p] == n_ctx && !gr->max_tokens_zero)) {
             hm_api_error_set(&e, HM_AERR_CONTEXT, pparam,
                              "the prompt has %zu tokens; this model's context is %u tokens "
                              "(prompt + at least one generated token must fit)", n_ids[p], n_ctx);

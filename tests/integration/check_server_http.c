@@ -1578,7 +1578,12 @@ START_TEST(echo_and_prompt_logprobs)
     }
     json_decref(j);
 
-    /* 150 prompt tokens (3 scoring chunks) against their first 100 (2 chunks) */
+    /* 150 prompt tokens (3 scoring chunks) against their first 100 (2 chunks); scoring
+     * may fill the whole context (256), generating may not */
+    a = echo_score_ids(256);
+    ck_assert_int_eq(json_array_size(json_object_get(json_object_get(choice0(a), "logprobs"),
+                                                     "tokens")), 256);
+    json_decref(a);
     a = echo_score_ids(150);
     b = echo_score_ids(100);
     {
