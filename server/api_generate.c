@@ -72,6 +72,15 @@ static json_t *token_string(const struct hm_model *m, int32_t id, json_t **bytes
     return j;
 }
 
+/* The four arrays of a completions logprobs object, empty. */
+static void completion_lp_init(json_t *lp)
+{
+    json_object_set_new(lp, "tokens", json_array());
+    json_object_set_new(lp, "token_logprobs", json_array());
+    json_object_set_new(lp, "top_logprobs", json_array());
+    json_object_set_new(lp, "text_offset", json_array());
+}
+
 /* Appends one token's logprobs to lp (creating the arrays on first use). */
 static void logprobs_append(struct hm_req *r, json_t *lp, const struct hm_sample *smp,
                             size_t text_offset)
@@ -102,10 +111,7 @@ static void logprobs_append(struct hm_req *r, json_t *lp, const struct hm_sample
     }
     json_t *tokens = json_object_get(lp, "tokens");
     if (!tokens) {
-        json_object_set_new(lp, "tokens", json_array());
-        json_object_set_new(lp, "token_logprobs", json_array());
-        json_object_set_new(lp, "top_logprobs", json_array());
-        json_object_set_new(lp, "text_offset", json_array());
+        completion_lp_init(lp);
         tokens = json_object_get(lp, "tokens");
     }
     json_array_append_new(tokens, token_string(m, smp->token, NULL));
@@ -154,10 +160,7 @@ static json_t *echo_logprobs(struct hm_req *r, struct hm_choice *ch)
     if (lp)
         return lp;
     lp = ch->logprobs = json_object();
-    json_object_set_new(lp, "tokens", json_array());
-    json_object_set_new(lp, "token_logprobs", json_array());
-    json_object_set_new(lp, "top_logprobs", json_array());
-    json_object_set_new(lp, "text_offset", json_array());
+    completion_lp_init(lp);
     json_array_append_new(json_object_get(lp, "tokens"), token_string(m, ch->prompt_ids[0], NULL));
     json_array_append_new(json_object_get(lp, "token_logprobs"), json_null());
     json_array_append_new(json_object_get(lp, "top_logprobs"), json_null());
@@ -296,10 +299,7 @@ static json_t *final_body(struct hm_req *r)
                 json_object_set_new(lp, "content", json_array());
                 json_object_set_new(lp, "refusal", json_null());
             } else {
-                json_object_set_new(lp, "tokens", json_array());
-                json_object_set_new(lp, "token_logprobs", json_array());
-                json_object_set_new(lp, "top_logprobs", json_array());
-                json_object_set_new(lp, "text_offset", json_array());
+                completion_lp_init(lp);
             }
             json_object_set_new(c, "logprobs", lp);
         } else {
@@ -592,7 +592,6 @@ static int echo_setup(struct hm_req *r, int32_t **ids, const size_t *n_ids,
                 memcpy(ch->prompt_ids, ids[p], n_ids[p] * sizeof(int32_t));
             else
                 rc = HM_ENOMEM;
-            ch->n_prompt = (uint32_t)n_ids[p];
         }
         if (rc < 0)
             return hm_api_error_set(e, HM_AERR_INTERNAL, NULL, "cannot echo the prompt: %s",

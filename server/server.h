@@ -82,7 +82,6 @@ struct hm_choice {
     size_t echo_len;
     bool echo_pending;         /* stream: echo_text not sent yet */
     int32_t *prompt_ids;       /* with logprobs: the prompt's tokens (owned) */
-    uint32_t n_prompt;
     struct hm_session_stats stats;
     int err;
     char msg[160];
