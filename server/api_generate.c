@@ -193,16 +193,21 @@ static void echo_begin(struct hm_req *r, struct hm_choice *ch, unsigned index)
     }
 }
 
-static json_t *chunk_base(struct hm_req *r)
+/* The fields every response object starts with: id, object, created, model. */
+static json_t *response_base(struct hm_req *r, const char *object)
 {
     json_t *c = json_object();
     json_object_set_new(c, "id", json_string(r->id));
-    json_object_set_new(c, "object", json_string(r->kind == HM_API_CHAT ? "chat.completion.chunk"
-                                                                        : "text_completion"));
+    json_object_set_new(c, "object", json_string(object));
     json_object_set_new(c, "created", json_integer(r->created));
     json_object_set_new(c, "model", json_string(r->srv->model_id));
     json_object_set_new(c, "system_fingerprint", json_string("hybridmoe"));
     return c;
+}
+
+static json_t *chunk_base(struct hm_req *r)
+{
+    return response_base(r, r->kind == HM_API_CHAT ? "chat.completion.chunk" : "text_completion");
 }
 
 /* One choice delta chunk. text may be NULL (role or final chunk). */
@@ -267,14 +272,9 @@ static json_t *usage_json(struct hm_req *r)
 
 static json_t *final_body(struct hm_req *r)
 {
-    json_t *b = json_object(), *choices = json_array();
+    json_t *b = response_base(r, r->kind == HM_API_CHAT ? "chat.completion" : "text_completion");
+    json_t *choices = json_array();
 
-    json_object_set_new(b, "id", json_string(r->id));
-    json_object_set_new(b, "object", json_string(r->kind == HM_API_CHAT ? "chat.completion"
-                                                                        : "text_completion"));
-    json_object_set_new(b, "created", json_integer(r->created));
-    json_object_set_new(b, "model", json_string(r->srv->model_id));
-    json_object_set_new(b, "system_fingerprint", json_string("hybridmoe"));
     for (size_t i = 0; i < r->n_choices; i++) {
         struct hm_choice *ch = &r->choices[i];
         json_t *c = json_object();

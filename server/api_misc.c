@@ -95,14 +95,7 @@ void hm_api_metrics(struct hm_req *r)
     struct hm_batcher_stats bs;
     struct hm_buf out;
 
-    memset(&bs, 0, sizeof(bs));
-    hm_hist_init(&bs.step_seconds, HM_HIST_FAST_LATENCY);
-    hm_hist_init(&bs.step_batch_size, HM_HIST_COUNT);
-    hm_hist_init(&bs.step_tokens, HM_HIST_COUNT);
-    hm_hist_init(&bs.experts_per_token, HM_HIST_EXPERTS);
-    hm_hist_init(&bs.window, HM_HIST_COUNT);
-    hm_hist_init(&bs.complexity, HM_HIST_UNIT);
-    bs.kv_budget = srv->cfg->kv_budget;
+    hm_batcher_stats_init(&bs, srv->cfg->kv_budget);
     if (srv->batcher)
         hm_batcher_get_stats(srv->batcher, &bs);
     hm_buf_init(&out, (size_t)16 << 20);

@@ -656,13 +656,7 @@ int hm_batcher_new(const struct hm_model *m, const struct hm_batcher_opts *o,
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->cond, NULL);
     atomic_init(&b->heartbeat_ns, hm_now_ns());
-    hm_hist_init(&b->local.step_seconds, HM_HIST_FAST_LATENCY);
-    hm_hist_init(&b->local.step_batch_size, HM_HIST_COUNT);
-    hm_hist_init(&b->local.step_tokens, HM_HIST_COUNT);
-    hm_hist_init(&b->local.experts_per_token, HM_HIST_EXPERTS);
-    hm_hist_init(&b->local.window, HM_HIST_COUNT);
-    hm_hist_init(&b->local.complexity, HM_HIST_UNIT);
-    b->local.kv_budget = o->kv_budget;
+    hm_batcher_stats_init(&b->local, o->kv_budget);
     b->st = b->local;
     /* every running sequence may be in one step: items <= max_running */
     b->items = hm_calloc(o->max_running, sizeof(*b->items));
@@ -754,6 +748,18 @@ struct hm_event *hm_batcher_take_events(struct hm_batcher *b)
     b->ev_head = b->ev_tail = NULL;
     pthread_mutex_unlock(&b->lock);
     return ev;
+}
+
+void hm_batcher_stats_init(struct hm_batcher_stats *s, uint64_t kv_budget)
+{
+    memset(s, 0, sizeof(*s));
+    hm_hist_init(&s->step_seconds, HM_HIST_FAST_LATENCY);
+    hm_hist_init(&s->step_batch_size, HM_HIST_COUNT);
+    hm_hist_init(&s->step_tokens, HM_HIST_COUNT);
+    hm_hist_init(&s->experts_per_token, HM_HIST_EXPERTS);
+    hm_hist_init(&s->window, HM_HIST_COUNT);
+    hm_hist_init(&s->complexity, HM_HIST_UNIT);
+    s->kv_budget = kv_budget;
 }
 
 void hm_batcher_get_stats(struct hm_batcher *b, struct hm_batcher_stats *out)

@@ -152,6 +152,9 @@ struct hm_batcher_stats {
     struct hm_hist experts_per_token, window, complexity;
 };
 
+/* Zeroes s and sets up its histograms (what a batcher with no steps yet reports). */
+void hm_batcher_stats_init(struct hm_batcher_stats *s, uint64_t kv_budget);
+
 struct hm_batcher;
 typedef void (*hm_batcher_notify_cb)(void *ctx);
 

@@ -232,15 +232,8 @@ START_TEST(metrics_render_all)
     struct hm_buf b;
 
     hm_metrics_init(&m);
-    memset(&bs, 0, sizeof(bs));
-    hm_hist_init(&bs.step_seconds, HM_HIST_FAST_LATENCY);
-    hm_hist_init(&bs.step_batch_size, HM_HIST_COUNT);
-    hm_hist_init(&bs.step_tokens, HM_HIST_COUNT);
-    hm_hist_init(&bs.experts_per_token, HM_HIST_EXPERTS);
-    hm_hist_init(&bs.window, HM_HIST_COUNT);
-    hm_hist_init(&bs.complexity, HM_HIST_UNIT);
+    hm_batcher_stats_init(&bs, 1024);
     bs.running_seqs = 3;
-    bs.kv_budget = 1024;
     hm_metrics_count_status(&m, 200);
     hm_metrics_count_status(&m, 200);
     hm_metrics_count_status(&m, 503);
