@@ -14,7 +14,7 @@ features, RoPE angles, c_req and the window policy).
 """
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -286,6 +286,24 @@ class TokenInfo:
 
     def get_bytes(self, i):
         return self.bytes[i] if 0 <= i < len(self.bytes) else b""
+
+
+def kv_elems(hp, feat, N, w):
+    """KV-cache floats of one sequence of N positions with local window w (spec 8, 12.10):
+    G layers N, L layers min(w, N), M layers the latent, plus the cross-scale cache. Returns
+    (elements, elements of an all-G model of the same shape)."""
+    e = 0
+    for T in hp.layer_pattern:
+        if T == "G":
+            e += N * 2 * hp.h_kv * hp.hd
+        elif T == "L":
+            e += min(w, N) * 2 * hp.h_kv * hp.hd
+        else:
+            e += N * (hp.kv_lora_rank + hp.qk_rope_head_dim)
+    if feat.get("xscale"):
+        e += (min(hp.max_phrases, N // hp.phrase_span) + min(hp.max_sentences, N)) * 2 * hp.dx \
+            + 2 * hp.d
+    return e, hp.block_count * N * 2 * hp.h_kv * hp.hd
 
 
 def estimator_features_exact(hp, ids, emb, info):

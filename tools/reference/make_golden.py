@@ -21,7 +21,6 @@ tests/check_golden.c compares the C engine with all of them (make check, no Pyth
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -97,22 +96,6 @@ def tiny_models(V):
                     tied=True)
     return [("tiny-full", full, full_feat, 11, 0), ("tiny-bare", bare, bare_feat, 22, 0),
             ("tiny-window", win, win_feat, 34, 1)]
-
-
-def kv_elems(hp, feat, N, w):
-    e = 0
-    for T in hp.layer_pattern:
-        if T == "G":
-            e += N * 2 * hp.h_kv * hp.hd
-        elif T == "L":
-            e += min(w, N) * 2 * hp.h_kv * hp.hd
-        else:
-            e += N * (hp.kv_lora_rank + hp.qk_rope_head_dim)
-    if feat.get("xscale"):
-        e += (min(hp.max_phrases, N // hp.phrase_span) + min(hp.max_sentences, N)) * 2 * hp.dx \
-            + 2 * hp.d
-    base = hp.block_count * N * 2 * hp.h_kv * hp.hd
-    return e, base
 
 
 def margins(model, r, ctl):
@@ -210,7 +193,7 @@ def write_case(outdir, case, model_name, model, feat, prompt, max_tokens, n_gen,
     for t in range(n):
         for T in hp.layer_pattern:
             attn += min(r["w"], t + 1) if T == "L" else t + 1
-    ke, kb = kv_elems(hp, feat, r["N"], r["w"])
+    ke, kb = ref.kv_elems(hp, feat, r["N"], r["w"])
     fx = {
         "model": model_name + ".gguf",
         "note": note,

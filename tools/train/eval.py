@@ -15,7 +15,6 @@ but the last predicts the next token.
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -29,21 +28,6 @@ sys.path.insert(0, HERE)
 
 import hybridmoe_ref as ref  # noqa: E402
 import train  # noqa: E402
-
-
-def kv_elems(hp, feat, N, w):
-    e = 0
-    for T in hp.layer_pattern:
-        if T == "G":
-            e += N * 2 * hp.h_kv * hp.hd
-        elif T == "L":
-            e += min(w, N) * 2 * hp.h_kv * hp.hd
-        else:
-            e += N * (hp.kv_lora_rank + hp.qk_rope_head_dim)
-    if feat.get("xscale"):
-        e += (min(hp.max_phrases, N // hp.phrase_span) + min(hp.max_sentences, N)) * 2 * hp.dx \
-            + 2 * hp.d
-    return e, hp.block_count * N * 2 * hp.h_kv * hp.hd
 
 
 def attn_positions(hp, T, w):
@@ -98,7 +82,7 @@ def main():
     for N in (64, 128, 192, 256):
         for creq in (0.2, 0.5, 0.8):
             w = ref.window_policy(hp, creq, N)
-            e, b = kv_elems(hp, ma.feat, N, w)
+            e, b = ref.kv_elems(hp, ma.feat, N, w)
             res["cost"]["kv"].append({"N": N, "c_req": creq, "w": w, "kv_bytes": 4 * e,
                                       "kv_bytes_allG": 4 * b})
     del c_req
